@@ -1,0 +1,33 @@
+"""neuralspec: spectra of neural kernels.
+
+A small library behind the course *Spectral Signature of Neural Kernels*:
+random Fourier features and MLPs, their feature Gram matrices, conjugate
+kernels (CK) and neural tangent kernels (NTK), the spectra of those kernels,
+and what the spectra predict about training.
+"""
+from . import analytic
+from .kernels import conjugate_kernel, feature_kernel, readout_features
+from .models import LFF, MLP, RFF, RFFMLP, NTKLinear, Sine, get_activation
+from .plotting import plot_eigenfunctions, plot_features, plot_kernel, plot_spectrum, use_style
+from .spectrum import effective_rank, eigenvalues, eigh, numerical_floor, numerical_rank
+from .utils import default_device, on_colab, set_seed
+
+# --- neural tangent kernel (ntk.py) ---
+# --- large spectra and matrix-free NTK (scale.py) ---
+# --- training and spectral bias (training.py, data.py) ---
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # models
+    "LFF", "RFF", "RFFMLP", "MLP", "NTKLinear", "Sine", "get_activation",
+    # kernels
+    "feature_kernel", "conjugate_kernel", "readout_features",
+    # spectra
+    "eigh", "eigenvalues", "numerical_floor", "numerical_rank", "effective_rank",
+    # figures
+    "plot_kernel", "plot_spectrum", "plot_eigenfunctions", "plot_features", "use_style",
+    # utilities
+    "set_seed", "default_device", "on_colab",
+    "analytic",
+]
