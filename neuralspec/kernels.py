@@ -119,7 +119,7 @@ def readout_features(model: nn.Module) -> nn.Module:
     from .models import NTKLinear
 
     if isinstance(model, nn.Sequential) and len(model) >= 2 and isinstance(model[-1], (nn.Linear, NTKLinear)):
-        return model[:-1]
+        return nn.Sequential(*list(model)[:-1])
     raise TypeError(
         f"cannot find the readout layer of {type(model).__name__}: conjugate_kernel needs an "
         "nn.Sequential whose last module is nn.Linear (or NTKLinear); for other models pass "

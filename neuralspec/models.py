@@ -107,7 +107,20 @@ class RFF(LFF):
         self.requires_grad_(False)
 
 
-class RFFMLP(nn.Sequential):
+class _Stack(nn.Sequential):
+    """An ``nn.Sequential`` whose slices are plain ``nn.Sequential`` (sharing the modules).
+
+    ``nn.Sequential`` slices by calling ``type(self)(modules)``, which fails for a
+    subclass with its own constructor; ``model[:-1]`` must work on our models.
+    """
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return nn.Sequential(*list(self._modules.values())[idx])
+        return super().__getitem__(idx)
+
+
+class RFFMLP(_Stack):
     r"""An MLP on random Fourier features, as in the seed notes.
 
     The layers are ``RFF(in_features, latent_features, in_scale)`` followed by
@@ -244,7 +257,7 @@ def get_activation(activation: Union[str, nn.Module, Callable[[], nn.Module]]) -
     )
 
 
-class MLP(nn.Sequential):
+class MLP(_Stack):
     r"""A fully connected network with ``latent_layers`` hidden layers and a linear readout.
 
     .. math::
