@@ -13,6 +13,7 @@ from .spectrum import effective_rank, eigenvalues, eigh, numerical_floor, numeri
 from .utils import default_device, on_colab, set_seed
 
 # --- neural tangent kernel (ntk.py) ---
+from .ntk import ntk, ntk_by_layer, ntk_method
 # --- large spectra and matrix-free NTK (scale.py) ---
 # --- training and spectral bias (training.py, data.py) ---
 
@@ -30,4 +31,6 @@ __all__ = [
     # utilities
     "set_seed", "default_device", "on_colab",
     "analytic",
+    # neural tangent kernel
+    "ntk", "ntk_by_layer", "ntk_method",
 ]
