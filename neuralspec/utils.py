@@ -11,12 +11,11 @@ import torch
 __all__ = ["set_seed", "default_device", "on_colab"]
 
 
-def set_seed(seed: int = 0) -> torch.Generator:
-    """Seed Python's, NumPy's and torch's global generators (CPU and CUDA); return a torch generator."""
+def set_seed(seed: int = 0) -> None:
+    """Seed Python's, NumPy's and torch's global generators (CPU and all CUDA devices)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def default_device() -> torch.device:

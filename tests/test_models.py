@@ -148,3 +148,16 @@ def test_slicing_our_sequentials_gives_plain_sequential():
         head = m[:-1]
         assert type(head) is nn.Sequential and len(head) == len(m) - 1
         assert head[0] is m[0]
+
+
+def test_set_seed_makes_models_reproducible():
+    ns.set_seed(3)
+    a = ns.RFF(1, 20, 5).linear.weight.clone()
+    ns.set_seed(3)
+    b = ns.RFF(1, 20, 5).linear.weight
+    assert torch.equal(a, b)
+
+
+def test_default_device_env_override(monkeypatch):
+    monkeypatch.setenv("NEURALSPEC_DEVICE", "cpu")
+    assert ns.default_device() == torch.device("cpu")
