@@ -21,14 +21,12 @@ They are composed layer by layer, as in neural-tangents' ``stax``, from
 * :class:`LayerKernels` and :func:`input_kernels`, :func:`dense_kernels`,
   :func:`relu_kernels`, :func:`uniform_relu_layer_kernels` (one layer each).
 
-Conventions
------------
-Every kernel is *per unit*: for a representation :math:`h(x) \in \mathbb
+**Conventions.** Every kernel is *per unit*: for a representation :math:`h(x) \in \mathbb
 R^{n}`, ``nngp`` is the limit of :math:`h(x)^\top h(x') / n`, which is what
-:func:`neuralspec.conjugate_kernel` computes at finite width; for the input,
+:func:`~neuralspec.kernels.conjugate_kernel` computes at finite width; for the input,
 :math:`x^\top x' / d`. ``ntk`` is the limit of the empirical NTK of one
 output unit, :math:`\sum_{p} \partial_p f(x)\, \partial_p f(x')`, the sum over
-all trainable parameters (:func:`neuralspec.ntk`).
+all trainable parameters (:func:`~neuralspec.ntk.ntk`).
 """
 from __future__ import annotations
 
@@ -209,19 +207,21 @@ def arccos_kernel(theta: Union[torch.Tensor, np.ndarray, float], order: int = 1)
 
 
 class ReluExpectations(NamedTuple):
-    """Second moments of ReLU and of its derivative (the step function)."""
+    r"""Second moments of ReLU and of its derivative, the step function :math:`\Theta`.
+
+    ``relu`` is :math:`\mathbb E[\mathrm{relu}(u)\,\mathrm{relu}(v)]` and
+    ``step`` is :math:`\mathbb E[\Theta(u)\,\Theta(v)]`.
+    """
 
     relu: torch.Tensor
-    """:math:`\\mathbb E[\\mathrm{relu}(u)\\,\\mathrm{relu}(v)]`."""
     step: torch.Tensor
-    """:math:`\\mathbb E[\\Theta(u)\\,\\Theta(v)]`, :math:`\\Theta = \\mathrm{relu}'`."""
 
 
 def relu_expectations(cov: torch.Tensor, var1: torch.Tensor, var2: torch.Tensor) -> ReluExpectations:
     r"""ReLU moments of a centred Gaussian pair, elementwise.
 
-    For :math:`(u, v) \sim \mathcal N\big(0, \begin{psmallmatrix} v_1 & c \\ c & v_2
-    \end{psmallmatrix}\big)` and :math:`\cos\theta = c / \sqrt{v_1 v_2}`,
+    For :math:`(u, v) \sim \mathcal N\big(0, \begin{pmatrix} v_1 & c \\ c & v_2
+    \end{pmatrix}\big)` and :math:`\cos\theta = c / \sqrt{v_1 v_2}`,
 
     .. math::
 
@@ -595,9 +595,9 @@ def _uniform_var(a: torch.Tensor) -> torch.Tensor:
 class Kernels(NamedTuple):
     r"""The infinite-width conjugate kernel and neural tangent kernel of a network.
 
-    ``ck``: the limit of :func:`neuralspec.conjugate_kernel` (the Gram matrix
+    ``ck``: the limit of :func:`~neuralspec.kernels.conjugate_kernel` (the Gram matrix
     of the representation entering the readout, over its width).
-    ``ntk``: the limit of :func:`neuralspec.ntk` (one output; in the standard
+    ``ntk``: the limit of :func:`~neuralspec.ntk.ntk` (one output; in the standard
     parameterization at the given width, see :func:`mlp_kernels`), or ``None``.
     """
 
