@@ -605,6 +605,17 @@ class Kernels(NamedTuple):
     ntk: Optional[torch.Tensor]
 
 
+def _torch_hidden_bias(hidden_bias: str, width: Optional[int]) -> float:
+    """The standard deviation of a hidden bias under PyTorch's init: 0 (limit) or sqrt(1/(3 width))."""
+    if hidden_bias not in ("limit", "width"):
+        raise ValueError(f"hidden_bias must be 'limit' or 'width'; got {hidden_bias!r}.")
+    if hidden_bias == "limit":
+        return 0.0
+    if width is None:
+        raise ValueError("hidden_bias='width' needs the width (width=n).")
+    return math.sqrt(TORCH_W_VAR / width)
+
+
 def _out(t: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:
     return None if t is None else t.to(dtype=like.dtype, device=like.device)
 
@@ -621,6 +632,7 @@ def mlp_kernels(
     width: Optional[int] = None,
     bias: bool = True,
     first_layer: str = "exact",
+    hidden_bias: str = "limit",
 ) -> Kernels:
     r"""Infinite-width CK and NTK of a ReLU :class:`~neuralspec.MLP`.
 
@@ -670,7 +682,13 @@ def mlp_kernels(
     ``first_layer="gaussian"`` uses the arc-cosine formulas with the matched
     variance :math:`\Sigma_1 = (x^\top x' + 1)/(3d)`, which is what the CLT
     gives for large ``d`` and is off by several percent for ``d = 1, 2``.
-    Deeper layers are Gaussian by the CLT either way.
+    Deeper layers are Gaussian by the CLT either way. ``hidden_bias="width"``
+    keeps the hidden biases' variance :math:`1/(3n)` at ``n = width`` instead
+    of its limit 0: an :math:`O(1/n)` correction, but a large one at small
+    widths, because each ReLU layer shrinks the kernel by
+    :math:`\sigma_w^2/2 = 1/6` while the bias variance stays (at ``n = 256``
+    with two hidden layers the finite network's CK is on average about 6%
+    above the limit, and this removes most of it).
 
     Parameters
     ----------
@@ -689,6 +707,9 @@ def mlp_kernels(
         Whether the layers have biases.
     first_layer : {"exact", "gaussian"}
         ``init="torch"`` only: how the first layer is treated (see above).
+    hidden_bias : {"limit", "width"}
+        ``init="torch"`` only: the hidden biases' variance, 0 (the
+        infinite-width limit, default) or ``1/(3 width)`` (needs ``width``).
 
     Returns
     -------
@@ -716,6 +737,9 @@ def mlp_kernels(
         raise TypeError(f"bias must be True or False; got {bias!r}.")
     if first_layer not in ("exact", "gaussian"):
         raise ValueError(f"first_layer must be 'exact' or 'gaussian'; got {first_layer!r}.")
+    sb_hidden = _torch_hidden_bias(hidden_bias, width)
+    if init == "gaussian" and hidden_bias != "limit":
+        raise ValueError("hidden_bias applies to init='torch'; Gaussian init sets the bias variance with b_std.")
     d = xt.shape[1]
     sym = x2t is None
     if init == "torch":
@@ -724,7 +748,7 @@ def mlp_kernels(
                 "w_std and b_std set the Gaussian init; PyTorch's default init has fixed scales "
                 "(sigma_w^2 = 1/3). Pass init='gaussian' to use them."
             )
-        sw, sb0, sb = math.sqrt(TORCH_W_VAR), math.sqrt(TORCH_W_VAR / d), 0.0
+        sw, sb0, sb = math.sqrt(TORCH_W_VAR), math.sqrt(TORCH_W_VAR / d), sb_hidden
         if first_layer == "exact":
             _check_first_layer_dim(d)
             if not bias:
@@ -760,6 +784,7 @@ def rffmlp_kernels(
     latent_layers: int,
     phase_range: float = 1.0,
     width: Optional[int] = None,
+    hidden_bias: str = "limit",
 ) -> Kernels:
     r"""Infinite-width CK and NTK of :class:`~neuralspec.RFFMLP` (frozen features, PyTorch init).
 
@@ -801,6 +826,9 @@ def rffmlp_kernels(
         The features' phase range (``1`` in the seed).
     width : int, optional
         ``latent_features`` ``n``, needed for the NTK.
+    hidden_bias : {"limit", "width"}
+        The hidden biases' variance: 0 (the limit, default) or ``1/(3 width)``,
+        the value at ``width`` (see :func:`mlp_kernels`).
 
     Returns
     -------
@@ -812,6 +840,7 @@ def rffmlp_kernels(
     phase_range = _check_positive(phase_range, "phase_range")
     latent_layers = _check_positive_int(latent_layers, "latent_layers")
     width = _check_positive_int(width, "width", allow_none=True)
+    sb = _torch_hidden_bias(hidden_bias, width)
     a = xt.detach().cpu().double()
     b = None if x2t is None else x2t.detach().cpu().double()
     k0 = rff_kernel(a, b, scale, phase_range=phase_range)
@@ -820,7 +849,7 @@ def rffmlp_kernels(
     k = LayerKernels(k0, torch.zeros_like(k0), var1, var2)
     sw = math.sqrt(TORCH_W_VAR)
     for _ in range(latent_layers - 1):
-        k = dense_kernels(k, w_std=sw, b_std=0.0, parameterization="standard", fan_in=width)
+        k = dense_kernels(k, w_std=sw, b_std=sb, parameterization="standard", fan_in=width)
         k = relu_kernels(k, symmetric=x2t is None)
     ck = k.nngp
     out = dense_kernels(k, w_std=sw, b_std=0.0, parameterization="standard", fan_in=width)

@@ -178,6 +178,24 @@ def test_rffmlp_one_layer_is_the_rff_kernel():
     assert A.rffmlp_kernels(x, scale=5.0, latent_layers=2).ntk is None
 
 
+def test_hidden_bias_at_width_removes_most_of_the_finite_width_bias():
+    # Each ReLU layer shrinks the kernel by 1/6 while torch's hidden-bias variance
+    # 1/(3n) stays: at n = 64 the mean CK of RFFMLP(latent_layers=3) sits ~30% above
+    # the limit; keeping the bias variance brings it within ~10% (16 seeds).
+    x = torch.linspace(0, 1, 41, dtype=torch.float64)[:, None]
+    n = 64
+    lim = A.rffmlp_kernels(x, scale=10.0, latent_layers=3).ck
+    at_n = A.rffmlp_kernels(x, scale=10.0, latent_layers=3, width=n, hidden_bias="width").ck
+    cks = []
+    for seed in range(16):
+        torch.manual_seed(seed)
+        cks.append(ns.conjugate_kernel(ns.RFFMLP(1, 10.0, n, 3, 1).double(), x))
+    mean = torch.stack(cks).mean(0)
+    assert relerr(mean, at_n) < 0.5 * relerr(mean, lim)
+    k = A.mlp_kernels(X1, depth=3, width=n, hidden_bias="width")
+    assert relerr(k.ck, A.mlp_kernels(X1, depth=3).ck) > 0.01
+
+
 def test_gaussian_first_layer_is_visibly_off_for_uniform_init():
     # The claim of the chapter, on the limits themselves: several percent on 1-D and 2-D inputs.
     for x in (X1, X2):
@@ -272,6 +290,12 @@ def test_bad_inputs_raise_clear_errors():
         A.mlp_kernels(torch.zeros(4, 3, dtype=torch.float64), depth=1)
     with pytest.raises(ValueError, match="w_std"):
         A.mlp_kernels(X1, depth=1, init="gaussian", w_std=-1.0)
+    with pytest.raises(ValueError, match="needs the width"):
+        A.mlp_kernels(X1, depth=2, hidden_bias="width")
+    with pytest.raises(ValueError, match="hidden_bias"):
+        A.rffmlp_kernels(X1, scale=1.0, latent_layers=2, hidden_bias="finite")
+    with pytest.raises(ValueError, match="hidden_bias applies"):
+        A.mlp_kernels(X1, depth=2, init="gaussian", width=8, hidden_bias="width")
     with pytest.raises(ValueError, match="first_layer"):
         A.mlp_kernels(X1, depth=1, first_layer="clt")
     with pytest.raises(TypeError, match="floating point"):
