@@ -26,8 +26,37 @@ Methods
     (reverse mode) pushed through the Jacobian of ``x`` with forward-mode
     ``jvp``, so the Jacobian of ``x`` is never stored.
 ``"structured"``
-    (added with issue 5) for stacks of linear layers and elementwise
-    activations.
+    For an ``nn.Sequential`` (nested ones included) of linear layers
+    (``nn.Linear``, :class:`~neuralspec.NTKLinear`, the linear map inside
+    :class:`~neuralspec.LFF` / :class:`~neuralspec.RFF`) and elementwise
+    activations. With :math:`h_l` the input of trainable linear layer
+    :math:`l` (:math:`z_l = s_w W_l h_l + s_b b_l`) and
+    :math:`\delta_{l,o} = \partial f_o / \partial z_l` obtained by one
+    backward sweep,
+
+    .. math::
+
+        \Theta(x, x') = \sum_l \Big(\sum_o \delta_{l,o}(x)^\top \delta_{l,o}(x')\Big)
+            \big(s_w^2\, h_l(x)^\top h_l(x') + s_b^2\big),
+
+    because :math:`\partial f_o / \partial W_l = s_w\, \delta_{l,o} h_l^\top`
+    and :math:`\partial f_o / \partial b_l = s_b\, \delta_{l,o}`. The
+    :math:`N \times P` Jacobian is never formed: the cost is a few matrix
+    products of size :math:`N \times N \times \text{width}` per layer
+    ("structured derivatives", Novak et al., ICML 2022).
+
+``method="auto"`` takes ``"structured"`` whenever the model qualifies (see
+:func:`ntk_method`), else ``"jacobian"``. Why not ``"ntvp"``: for models
+whose samples do not interact, an NTK-vector product costs at least one
+forward pass per kernel entry and output, :math:`\ge 2P` flops, the same
+order as the :math:`2P` flops of a Jacobian contraction; but the
+contraction is one large matrix product (fast BLAS), while the products
+are many small forward-mode passes, several times slower in practice. The
+blocked contraction keeps memory bounded too (Jacobian blocks of
+``chunk_size`` rows, recomputed when they do not all fit), so ``"ntvp"`` is
+offered for completeness and for models that support forward-mode AD,
+never picked by ``"auto"``. (The matrix-free NTK, with no kernel matrix at
+all, lives in :mod:`neuralspec.scale`.)
 """
 from __future__ import annotations
 
@@ -47,7 +76,7 @@ logger = logging.getLogger(__name__)
 METHODS = ("auto", "structured", "jacobian", "ntvp")
 
 # Memory (bytes) the generic paths may spend on Jacobian blocks by default.
-_JACOBIAN_BUDGET = 512 * 2**20
+_JACOBIAN_BUDGET = 2 * 2**30
 # Default number of kernel rows per block when the user gives no chunk_size.
 _DEFAULT_CHUNK = 2048
 # Estimated floating-point operations above which a progress bar is shown.
@@ -203,12 +232,232 @@ def _contract(J1: Dict[str, torch.Tensor], J2: Dict[str, torch.Tensor]) -> Dict[
     return out
 
 
+
+# ----------------------------------------------------------------------------
+# structured path: stacks of linear layers and elementwise activations
+# ----------------------------------------------------------------------------
+
+def _elementwise_types() -> Tuple[type, ...]:
+    from .models import Sine
+
+    return (nn.ReLU, nn.Tanh, nn.GELU, nn.Sigmoid, nn.Softplus, Sine, nn.Identity,
+            nn.LeakyReLU, nn.SiLU, nn.ELU)
+
+
+def _same_forward(mod: nn.Module, base: type) -> bool:
+    return isinstance(mod, base) and type(mod).forward is base.forward
+
+
+class _LinearOp:
+    """``z = F.linear(pre * h, ws * W, bs * b)``, with the module that owns ``W, b``."""
+
+    def __init__(self, path: str, module: nn.Module, ws: float, bs: float, pre: float) -> None:
+        self.path, self.module, self.ws, self.bs, self.pre = path, module, ws, bs, pre
+        w, b = module.weight, module.bias
+        self.w_name = f"{path}.weight" if path else "weight"
+        self.b_name = f"{path}.bias" if path else "bias"
+        self.w_train = bool(w.requires_grad)
+        self.b_train = b is not None and bool(b.requires_grad)
+
+    @property
+    def trainable(self) -> bool:
+        return self.w_train or self.b_train
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        W = self.module.weight.detach()
+        b = self.module.bias
+        b = None if b is None else self.bs * b.detach()
+        inp = h if self.pre == 1.0 else self.pre * h
+        return torch.nn.functional.linear(inp, self.ws * W, b)
+
+
+class _ActOp:
+    def __init__(self, path: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.path, self.fn = path, fn
+
+
+def _has_hooks(mod: nn.Module) -> bool:
+    return bool(mod._forward_hooks or mod._forward_pre_hooks or mod._backward_hooks
+                or getattr(mod, "_backward_pre_hooks", None))
+
+
+def _structured_plan(model: nn.Module) -> Tuple[Optional[List[object]], str]:
+    """The list of linear/activation ops of ``model``, or ``None`` and the reason it does not qualify."""
+    from torch.nn.modules import module as _module_mod
+    from torch.nn.utils import parametrize
+
+    from .models import LFF, NTKLinear
+
+    acts = _elementwise_types()
+    if any(getattr(_module_mod, g, None) for g in
+           ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks")):
+        return None, "global module hooks are registered"
+    ops: List[object] = []
+
+    def walk(mod: nn.Module, path: str) -> Optional[str]:
+        if _has_hooks(mod):
+            return f"module {path or '(model)'} has hooks"
+        if parametrize.is_parametrized(mod):
+            return f"module {path or '(model)'} is parametrized"
+        if _same_forward(mod, nn.Sequential):
+            for name, child in mod.named_children():
+                why = walk(child, f"{path}.{name}" if path else name)
+                if why:
+                    return why
+            return None
+        if _same_forward(mod, LFF):
+            lin = mod.linear
+            sub = f"{path}.linear" if path else "linear"
+            if not _same_forward(lin, nn.Linear) or _has_hooks(lin) or parametrize.is_parametrized(lin):
+                return f"module {sub} is not a plain nn.Linear"
+            ops.append(_LinearOp(sub, lin, 1.0, 1.0, math.pi))
+            ops.append(_ActOp(path, torch.sin))
+            return None
+        if _same_forward(mod, nn.Linear):
+            ops.append(_LinearOp(path, mod, 1.0, 1.0, 1.0))
+            return None
+        if _same_forward(mod, NTKLinear):
+            ops.append(_LinearOp(path, mod, mod.weight_scale, mod.bias_scale, 1.0))
+            return None
+        if type(mod) in acts:
+            ops.append(_ActOp(path, mod))
+            return None
+        return (f"module {path or '(model)'} ({type(mod).__name__}) is not a linear layer, an "
+                "elementwise activation or an nn.Sequential of them")
+
+    why = walk(model, "")
+    if why:
+        return None, why
+    covered = set()
+    for op in ops:
+        if isinstance(op, _LinearOp):
+            covered.add(id(op.module.weight))
+            if op.module.bias is not None:
+                covered.add(id(op.module.bias))
+    for name, p in model.named_parameters():
+        if p.requires_grad and id(p) not in covered:
+            return None, f"trainable parameter {name} is outside the linear layers"
+    if not any(isinstance(op, _LinearOp) and op.trainable for op in ops):
+        return None, "no trainable linear layer"
+    return ops, ("a stack of linear layers and elementwise activations: "
+                 "NTK = sum_l (delta_l delta_l^T) * (h_l h_l^T + 1), no Jacobian formed")
+
+
+def _value_and_derivative(fn, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``fn(z)`` and ``fn'(z)`` for an elementwise ``fn``: closed forms for the common
+    activations, autograd (the gradient of the sum) for the others."""
+    from .models import Sine
+
+    t = type(fn)
+    if fn is torch.sin or t is Sine:
+        return torch.sin(z), torch.cos(z)
+    if t is nn.Identity:
+        return z, torch.ones_like(z)
+    if t is nn.ReLU:
+        return torch.relu(z), (z > 0).to(z.dtype)
+    if t is nn.Tanh:
+        y = torch.tanh(z)
+        return y, 1 - y * y
+    if t is nn.Sigmoid:
+        y = torch.sigmoid(z)
+        return y, y * (1 - y)
+    if t is nn.GELU and fn.approximate == "none":
+        cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2.0)))
+        pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+        return z * cdf, cdf + z * pdf
+    with torch.enable_grad():
+        zz = z.detach().requires_grad_(True)
+        y = fn(zz.clone())
+        (d,) = torch.autograd.grad(y, zz, torch.ones_like(y))
+    return y.detach(), d
+
+
+def _structured_features(ops: List[object], x: torch.Tensor):
+    """Per trainable linear op: its input ``h`` (n, n_in) and ``delta`` (n, O * n_out); and the output."""
+    h = x
+    inputs: List[Optional[torch.Tensor]] = []
+    derivs: List[Optional[torch.Tensor]] = []
+    for op in ops:
+        if isinstance(op, _LinearOp):
+            inputs.append(h if op.pre == 1.0 else op.pre * h)
+            derivs.append(None)
+            h = op(h)
+        else:
+            y, d = _value_and_derivative(op.fn, h)
+            inputs.append(None)
+            derivs.append(d)
+            h = y
+    out = h.reshape(h.shape[0], -1)
+    n, O = out.shape
+    first = min(i for i, op in enumerate(ops) if isinstance(op, _LinearOp) and op.trainable)
+    g = torch.eye(O, dtype=x.dtype, device=x.device).expand(n, O, O)  # d f_o / d (current output)
+    feats: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}
+    for i in range(len(ops) - 1, first - 1, -1):
+        op = ops[i]
+        if isinstance(op, _ActOp):
+            g = g * derivs[i].reshape(n, 1, -1)
+        else:
+            if op.trainable:
+                feats[i] = (inputs[i], g.reshape(n, -1))
+            if i > first:
+                g = torch.matmul(g, op.ws * op.module.weight.detach())
+                if op.pre != 1.0:
+                    g = g * op.pre
+    return feats, out
+
+
+def _features_blocked(ops: List[object], x: torch.Tensor, c: int):
+    """:func:`_structured_features` on blocks of ``c`` rows (bounded activation memory), concatenated."""
+    parts = [_structured_features(ops, x[a:b]) for a, b in _blocks(x.shape[0], c)]
+    if len(parts) == 1:
+        return parts[0]
+    feats = {i: (torch.cat([p[0][i][0] for p in parts]), torch.cat([p[0][i][1] for p in parts]))
+             for i in parts[0][0]}
+    return feats, torch.cat([p[1] for p in parts])
+
+
+def _structured_block(ops: List[object], F1, F2, split: bool) -> Dict[str, torch.Tensor]:
+    total: Optional[torch.Tensor] = None
+    out: Dict[str, torch.Tensor] = {}
+    for i, (h1, d1) in F1.items():
+        h2, d2 = F2[i]
+        op = ops[i]
+        A = d1 @ d2.T
+        if op.w_train:
+            B = h1 @ h2.T
+            if split:
+                out[op.w_name] = B.mul_(op.ws ** 2).mul_(A)
+            else:
+                if op.ws != 1.0:
+                    B.mul_(op.ws ** 2)
+                if op.b_train:
+                    B.add_(op.bs ** 2)
+                B.mul_(A)
+                total = B if total is None else total.add_(B)
+        if op.b_train and (split or not op.w_train):
+            Ab = A.mul_(op.bs ** 2) if op.bs != 1.0 else A
+            if split:
+                out[op.b_name] = Ab
+            else:
+                total = Ab if total is None else total.add_(Ab)
+    return out if split else {"ntk": total}
+
 # ----------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------
 
 def ntk_method(model: nn.Module, *, explain: bool = False) -> Union[str, Tuple[str, str]]:
-    """The method ``ntk(model, ..., method="auto")`` uses for this model.
+    """The method ``ntk(model, ..., method="auto")`` uses for this model, and why.
+
+    ``"structured"`` when ``model`` is an ``nn.Sequential`` (nested ones
+    included, and subclasses that keep its ``forward``, such as
+    :class:`~neuralspec.MLP` and :class:`~neuralspec.RFFMLP`) of
+    ``nn.Linear`` / :class:`~neuralspec.NTKLinear` / :class:`~neuralspec.LFF`
+    / :class:`~neuralspec.RFF` layers and elementwise activations (ReLU,
+    Tanh, GELU, Sigmoid, Softplus, Sine, Identity, LeakyReLU, SiLU, ELU), with
+    no hooks or parametrizations and every trainable parameter inside a
+    linear layer; ``"jacobian"`` otherwise. The choice is also logged at
+    ``DEBUG`` level by the ``neuralspec.ntk`` logger.
 
     Parameters
     ----------
@@ -220,11 +469,22 @@ def ntk_method(model: nn.Module, *, explain: bool = False) -> Union[str, Tuple[s
     -------
     str or (str, str)
         ``"structured"`` or ``"jacobian"``; with ``explain=True``, ``(method, reason)``.
+
+    Examples
+    --------
+    >>> import neuralspec as ns
+    >>> ns.ntk_method(ns.RFFMLP(1, 10, 64, 2, 1))
+    'structured'
     """
     trainable_parameters(model)
-    method, reason = "jacobian", (
-        "generic exact path: per-sample Jacobians (torch.func) contracted block by block"
-    )
+    ops, why = _structured_plan(model)
+    if ops is not None:
+        method, reason = "structured", why
+    else:
+        method, reason = "jacobian", (
+            f"not structured ({why}); generic exact path: per-sample Jacobians (torch.func) "
+            "contracted block by block"
+        )
     logger.debug("ntk_method(%s) -> %s: %s", type(model).__name__, method, reason)
     return (method, reason) if explain else method
 
@@ -241,21 +501,47 @@ def _prepare(model, x, x2):
     return params, xt, x2t
 
 
+def _default_chunk(n1: int, n2: int) -> int:
+    """Rows per block for the structured path: about four blocks a side (a symmetric kernel then
+    needs only its 10 upper blocks of 16), at least 256 rows, at most ``_DEFAULT_CHUNK``."""
+    return max(256, min(_DEFAULT_CHUNK, -(-max(n1, n2) // 4)))
+
+
+def _check_structured_forward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Guard: the structured forward pass must reproduce ``model(x)`` (checked on a few rows)."""
+    k = min(x.shape[0], 64)
+    ref = _outputs(model, x[:k], "x")
+    tol = 1e-4 * float(ref.abs().max()) + 1e-30
+    if ref.shape != y[:k].shape or not torch.allclose(y[:k], ref, rtol=1e-4, atol=tol):
+        raise RuntimeError(
+            "internal error: the structured forward pass does not reproduce the model's output; "
+            "please report it, and use method='jacobian' meanwhile."
+        )
+
+
 def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
              progress: Optional[bool], group: Optional[str]) -> Dict[str, torch.Tensor]:
     _check_method(method)
     _check_chunk(chunk_size)
     params, xt, x2t = _prepare(model, x, x2)
     symmetric = x2t is None
-    y1 = _outputs(model, xt, "x")
-    if not symmetric:
-        _outputs(model, x2t, "x2")
     xb = xt if symmetric else x2t
-    n1, n2, O = xt.shape[0], xb.shape[0], y1.shape[1]
-    dtype, device = y1.dtype, y1.device
+    n1, n2 = xt.shape[0], xb.shape[0]
+    dtype, device = xt.dtype, xt.device
 
-    if method == "auto":
-        method = ntk_method(model)
+    ops = None
+    if method in ("auto", "structured"):
+        ops, why = _structured_plan(model)
+        if ops is None:
+            if method == "structured":
+                raise ValueError(
+                    f"method='structured' does not apply to this {type(model).__name__}: {why}. "
+                    "Use method='auto' (which falls back to the exact generic path) or 'jacobian'."
+                )
+            method = "jacobian"
+            logger.debug("ntk: not structured (%s); using the generic Jacobian contraction", why)
+        else:
+            method = "structured"
 
     keys = (sorted({_group_key(n, group) for n, _ in params}, key=[_group_key(n, group) for n, _ in params].index)
             if group is not None else ["ntk"])
@@ -268,18 +554,37 @@ def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
 
     P = sum(p.numel() for _, p in params)
     itemsize = torch.empty((), dtype=dtype).element_size()
-    gen = _Generic(model, params)
-    if chunk_size is None:
-        c = max(1, min(_DEFAULT_CHUNK, _JACOBIAN_BUDGET // max(1, 2 * O * P * itemsize)))
+    if method == "structured":
+        c = chunk_size or _default_chunk(n1, n2)
+        F1, y1 = _features_blocked(ops, xt, c)
+        check_finite(y1, "the model's output", " on x")
+        _check_structured_forward(model, xt, y1)
+        if symmetric:
+            F2 = F1
+        else:
+            F2, y2 = _features_blocked(ops, xb, c)
+            check_finite(y2, "the model's output", " on x2")
+        per_entry = sum(2.0 * (h.shape[1] + d.shape[1]) for h, d in F1.values())
     else:
-        c = chunk_size
+        O = _outputs(model, xt, "x").shape[1]
+        if not symmetric:
+            _outputs(model, x2t, "x2")
+        gen = _Generic(model, params)
+        c = chunk_size or max(1, min(_DEFAULT_CHUNK, _JACOBIAN_BUDGET // max(1, 2 * O * P * itemsize)))
+        per_entry = 2.0 * O * P
     pairs = _block_pairs(n1, n2, c, symmetric)
-    flops = 2.0 * n1 * n2 * O * P * (0.5 if symmetric else 1.0)
+    flops = per_entry * n1 * n2 * (0.5 if symmetric else 1.0)
     show = (flops > _PROGRESS_FLOPS and len(pairs) > 1) if progress is None else bool(progress)
     bar = _Progress(show, len(pairs), f"ntk ({method})")
     logger.debug("ntk: method=%s, %d x %d kernel, %d block(s) of %d rows", method, n1, n2, len(pairs), c)
     try:
-        if method == "jacobian":
+        if method == "structured":
+            for r, s in pairs:
+                f1 = {i: (h[r[0]:r[1]], d[r[0]:r[1]]) for i, (h, d) in F1.items()}
+                f2 = {i: (h[s[0]:s[1]], d[s[0]:s[1]]) for i, (h, d) in F2.items()}
+                add(_structured_block(ops, f1, f2, split=group is not None), r, s)
+                bar.update()
+        elif method == "jacobian":
             # Keep every Jacobian block when they all fit in the budget; else recompute.
             cache_ok = (n1 + (0 if symmetric else n2)) * O * P * itemsize <= _JACOBIAN_BUDGET
             cache: Dict[Tuple[str, int, int], Dict[str, torch.Tensor]] = {}
@@ -301,12 +606,10 @@ def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
                 J2 = J1 if (symmetric and r == s) else jac("x" if symmetric else "x2", s)
                 add(_contract(J1, J2), r, s)
                 bar.update()
-        elif method == "ntvp":
+        else:  # ntvp
             for r, s in pairs:
                 add(gen.ntvp_block(xt[r[0]:r[1]], xb[s[0]:s[1]], split=group is not None), r, s)
                 bar.update()
-        else:
-            raise ValueError(f"method {method!r} is not available for {type(model).__name__}.")
     finally:
         bar.close()
 
@@ -352,12 +655,24 @@ def ntk(
         default ``x`` (the symmetric kernel, of which only the upper blocks
         are computed).
     method : {"auto", "structured", "jacobian", "ntvp"}
-        See the module docstring; :func:`ntk_method` tells what ``"auto"``
-        picks and why. Every method gives the same kernel up to round-off.
+        ``"auto"`` takes ``"structured"`` for stacks of linear layers and
+        elementwise activations and ``"jacobian"`` otherwise;
+        :func:`ntk_method` tells what it picks and why (see the module
+        docstring for the methods). Every method gives the same kernel up
+        to round-off. ``"structured"`` raises ``ValueError`` for a model it
+        does not apply to.
     chunk_size : int, optional
-        Kernel rows (and columns) per block. Smaller blocks use less memory.
+        Kernel rows (and columns) per block. Peak memory is the kernel plus
+        a few ``chunk_size x chunk_size`` blocks, plus the per-point
+        features of the structured path (``N x sum of layer widths x
+        (1 + O)``) or two Jacobian blocks (``chunk_size x O x P``) on the
+        generic paths. Default: about a quarter of ``N`` (256 to 2048 rows)
+        on the structured path; on the generic ones, as many rows as fit
+        2 GiB of Jacobian blocks (all of them, computed once, when they fit).
     progress : bool, optional
-        Show a tqdm progress bar; default: only for large kernels.
+        Show a tqdm progress bar over the blocks; default (``None``): only
+        when the job is large (more than about 5e10 floating-point
+        operations, several seconds on a laptop CPU, and more than one block).
 
     Returns
     -------
