@@ -187,13 +187,44 @@ class _Generic:
         self.f_batch = f_batch
         self.f_single = f_single
 
+    vmap_ok = True
+
     def jacobian(self, xb: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """``{name: (n, O, numel)}``: per-sample Jacobians of the outputs."""
+        """``{name: (n, O, numel)}``: per-sample Jacobians of the outputs.
+
+        ``vmap(jacrev(...))`` over the samples; for a module that ``vmap`` does
+        not support (an op without a batching rule), a per-sample backward loop.
+        """
         from torch.func import jacrev, vmap
 
-        jac = vmap(jacrev(self.f_single), in_dims=(None, 0))(self.params, xb)
         n = xb.shape[0]
-        return {k: v.reshape(n, v.shape[1], -1) for k, v in jac.items()}
+        if self.vmap_ok:
+            try:
+                jac = vmap(jacrev(self.f_single), in_dims=(None, 0))(self.params, xb)
+                return {k: v.reshape(n, v.shape[1], -1) for k, v in jac.items()}
+            except (RuntimeError, NotImplementedError) as err:
+                self.vmap_ok = False
+                logger.debug("ntk: torch.func.vmap failed on %s (%s); per-sample backward loop",
+                             type(self.model).__name__, err)
+        return self._jacobian_loop(xb)
+
+    def _jacobian_loop(self, xb: torch.Tensor) -> Dict[str, torch.Tensor]:
+        from torch.func import functional_call
+
+        prm = {k: v.detach().requires_grad_(True) for k, v in self.params.items()}
+        rows: Dict[str, List[torch.Tensor]] = {k: [] for k in prm}
+        with torch.enable_grad():
+            for i in range(xb.shape[0]):
+                y = functional_call(self.model, prm, (xb[i:i + 1],)).reshape(-1)
+                per_o: Dict[str, List[torch.Tensor]] = {k: [] for k in prm}
+                for o in range(y.shape[0]):
+                    grads = torch.autograd.grad(y[o], list(prm.values()), retain_graph=True,
+                                                allow_unused=True)
+                    for (k, p), g in zip(prm.items(), grads):
+                        per_o[k].append(torch.zeros_like(p).reshape(-1) if g is None else g.reshape(-1))
+                for k in prm:
+                    rows[k].append(torch.stack(per_o[k]))
+        return {k: torch.stack(v) for k, v in rows.items()}
 
     def ntvp_block(self, x1: torch.Tensor, x2b: torch.Tensor, split: bool) -> Dict[str, torch.Tensor]:
         """``{name: (n1, n2b)}`` contributions, by NTK-vector products.
@@ -408,7 +439,8 @@ def _structured_features(ops: List[object], x: torch.Tensor):
 
 def _features_blocked(ops: List[object], x: torch.Tensor, c: int):
     """:func:`_structured_features` on blocks of ``c`` rows (bounded activation memory), concatenated."""
-    parts = [_structured_features(ops, x[a:b]) for a, b in _blocks(x.shape[0], c)]
+    with torch.no_grad():
+        parts = [_structured_features(ops, x[a:b]) for a, b in _blocks(x.shape[0], c)]
     if len(parts) == 1:
         return parts[0]
     feats = {i: (torch.cat([p[0][i][0] for p in parts]), torch.cat([p[0][i][1] for p in parts]))
@@ -491,8 +523,8 @@ def ntk_method(model: nn.Module, *, explain: bool = False) -> Union[str, Tuple[s
 
 def _prepare(model, x, x2):
     params = trainable_parameters(model)
-    xt = as_inputs(x, "x", model=model)
-    x2t = None if x2 is None else as_inputs(x2, "x2", model=model)
+    xt = as_inputs(x, "x", model=model).detach()
+    x2t = None if x2 is None else as_inputs(x2, "x2", model=model).detach()
     if x2t is not None and x2t.shape[1] != xt.shape[1]:
         raise ValueError(
             f"x and x2 must have the same number of features; got shapes {tuple(xt.shape)} "
@@ -618,6 +650,9 @@ def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
             for r, s in pairs:
                 if s[0] > r[0]:
                     K[s[0]:s[1], r[0]:r[1]] = K[r[0]:r[1], s[0]:s[1]].T
+                elif s[0] == r[0]:  # a diagonal block: symmetric up to round-off; make it exact
+                    D = K[r[0]:r[1], r[0]:r[1]]
+                    D.copy_((D + D.T) / 2)
     for k, K in out.items():
         check_finite(K, "the NTK", f" ({k})")
     return out
