@@ -40,10 +40,10 @@ The kernels:
   width, :math:`\Phi\Phi^\top / m` (the Fourier features; for the MLP the first
   hidden layer :math:`\sigma(W_1 x + b_1)`).
 * ``"CK"``: the conjugate kernel :math:`h_L h_L^\top / n` of the last hidden
-  layer (:func:`neuralspec.conjugate_kernel`). For RFF and LFF it is the
+  layer (:func:`neuralspec.kernels.conjugate_kernel`). For RFF and LFF it is the
   feature kernel.
 * ``"NTK"``: the empirical neural tangent kernel :math:`J J^\top` over the
-  trainable parameters (:func:`neuralspec.ntk`). Frozen features do not enter
+  trainable parameters (:func:`neuralspec.ntk.ntk`). Frozen features do not enter
   it; learnable ones do, so RFF and LFF differ only in this kernel.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ import dataclasses
 import io
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -129,7 +129,7 @@ class ExplorerSettings:
         Number of hidden layers after the input or the features (``RFF-MLP``,
         ``MLP``; ignored by ``RFF`` and ``LFF``, which have a linear readout).
     activation : str
-        Hidden-layer activation, a name from :data:`neuralspec.models.ACTIVATIONS`
+        Hidden-layer activation, a name from ``neuralspec.models.ACTIVATIONS``
         (``RFF-MLP`` and ``MLP`` only).
     n_points : int
         Number of inputs, evenly spaced on :math:`[0, 1]` (both ends included).
@@ -223,7 +223,7 @@ def _settings(base: Union[None, ExplorerSettings, Mapping[str, Any]], changes: M
     return ExplorerSettings(**values)
 
 
-@dataclass
+@dataclass(eq=False)
 class ExplorerData:
     """What the explorer shows for one setting: the kernel, its spectrum and eigenvectors.
 
@@ -242,11 +242,11 @@ class ExplorerData:
         The top ``k = settings.n_eigenfunctions`` eigenvectors (unit norm), signed
         so that each one's first large entry is positive.
     floor : float
-        The round-off floor :func:`neuralspec.numerical_floor`, ``10 eps lambda_1``.
+        The round-off floor :func:`neuralspec.spectrum.numerical_floor`, ``10 eps lambda_1``.
     numerical_rank : int
         Number of eigenvalues above the floor.
     effective_rank : float
-        The entropy effective rank :func:`neuralspec.effective_rank`.
+        The entropy effective rank :func:`neuralspec.spectrum.effective_rank`.
     description : str
         The network and kernel, in words (the figure's title).
     seconds : float
@@ -262,7 +262,7 @@ class ExplorerData:
     numerical_rank: int
     effective_rank: float
     description: str
-    seconds: float = field(default=0.0, compare=False)
+    seconds: float = 0.0
 
     @property
     def normalized_eigvals(self) -> np.ndarray:
@@ -651,10 +651,12 @@ class KernelExplorer:
         display(self.widget)
 
     def _repr_mimebundle_(self, **kwargs: Any):
-        bundle = self.widget._repr_mimebundle_(**kwargs)
-        if isinstance(bundle, tuple):
-            bundle = bundle[0]
-        bundle = dict(bundle or {})
+        # The widget view (ipywidgets 8 has _repr_mimebundle_; 7, as on Colab, does not).
+        bundle = {
+            "application/vnd.jupyter.widget-view+json": {
+                "version_major": 2, "version_minor": 0, "model_id": self.widget.model_id,
+            }
+        }
         # Frontends without a widget manager show the current figure instead.
         if self.image.value:
             import base64
