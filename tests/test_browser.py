@@ -165,7 +165,7 @@ class PageLog:
 
     def on_page_error(self, error):
         stack = getattr(error, "stack", "") or ""
-        urls = re.findall(r"(https?://[^\s):]+)", stack)
+        urls = re.findall(r"https?://[^\s)]+", stack)  # with port, path and :line:col
         line = f"uncaught {getattr(error, 'name', 'Error')}: {getattr(error, 'message', error)}"
         foreign = urls and not any(_ours(u, self.origin) for u in urls)
         (self.foreign if foreign else self.js_errors).append(line + (f"\n{stack}" if stack else ""))
