@@ -1,0 +1,794 @@
+r"""Spectra of kernels too large for a dense eigensolver, and the matrix-free NTK.
+
+A dense symmetric eigensolver (``eigh``) costs :math:`O(N^3)` time and holds
+the :math:`N \times N` kernel plus a workspace of the same size. For the
+*top* :math:`k` eigenpairs only products :math:`K v` are needed:
+
+* **Lanczos** (``scipy.sparse.linalg.eigsh``, ARPACK's implicitly restarted
+  Lanczos method) builds a Krylov basis :math:`\{v, Kv, K^2 v, \dots\}` one
+  product at a time; it needs the fewest products, so it is the choice when
+  a product is expensive (the matrix-free NTK).
+* **LOBPCG** (``scipy.sparse.linalg.lobpcg``) iterates on a block of
+  :math:`k` (plus a few) vectors at once; each step is one block product
+  :math:`K V`, a matrix-matrix product that runs at full BLAS speed when
+  the kernel is held in memory.
+
+The kernel enters as a :class:`KernelOperator`, which only knows how to
+multiply:
+
+* :func:`kernel_operator` holds a kernel computed block by block into one
+  :math:`N \times N` buffer (the matrix is never held twice), or recomputes
+  its row blocks on every product when even one copy does not fit;
+* :func:`ntk_operator` does the same for the NTK of a model, or, with
+  ``matrix_free=True``, multiplies by the NTK without ever forming it:
+
+  .. math::
+
+      \Theta v = \sum_{o} J_o \big(J_o^\top v\big), \qquad
+      J_o = \frac{\partial f_o(x)}{\partial \theta} \in \mathbb R^{N \times P},
+
+  one reverse-mode pass (a vector-Jacobian product, ``torch.func.vjp``) for
+  :math:`g = J^\top v \in \mathbb R^P` and one forward-mode pass (a
+  Jacobian-vector product, ``torch.func.jvp``) for :math:`J g`, over chunks
+  of points. Memory is :math:`O(N + P)` plus one chunk's activations: no
+  :math:`N \times N` matrix and no :math:`N \times P` Jacobian.
+
+:func:`top_eigenpairs` takes any of these, a dense tensor or array, or a
+SciPy ``LinearOperator``, and returns the top :math:`k` eigenpairs in
+descending order.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._validation import ArrayLike, as_inputs, check_finite, model_dtype_device, trainable_parameters
+
+__all__ = [
+    "KernelOperator",
+    "DenseKernelOperator",
+    "BlockKernelOperator",
+    "MatrixFreeNTKOperator",
+    "kernel_operator",
+    "ntk_operator",
+    "ntk_matvec",
+    "top_eigenpairs",
+    "TOPK_METHODS",
+]
+
+TOPK_METHODS = ("lanczos", "lobpcg")
+
+# Points per chunk of the matrix-free NTK (times the number of vectors in a
+# block product): bounds the activations held by one reverse/forward pass.
+_MF_CHUNK_CPU = 4096
+_MF_CHUNK_CUDA = 65536
+# Row-block size (bytes of one block) for the block-wise kernel operator.
+_BLOCK_BYTES = 256 * 2**20
+# Sizes from which a progress bar is shown by default: a held kernel of
+# _PROGRESS_N points, or a matrix-free NTK of _PROGRESS_N_MF points.
+_PROGRESS_N = 20000
+_PROGRESS_N_MF = 2000
+
+
+def _check_positive_int(value, name: str, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}; got {value!r}.")
+
+
+def _blocks(n: int, c: int) -> List[Tuple[int, int]]:
+    return [(i, min(i + c, n)) for i in range(0, n, c)]
+
+
+def _check_symmetric_blockwise(K: torch.Tensor, name: str, rtol: Optional[float] = None,
+                               block: int = 2048) -> None:
+    """Square, floating, finite and symmetric, checked block by block (no N x N copy)."""
+    if K.dim() != 2 or K.shape[0] != K.shape[1]:
+        raise ValueError(f"{name} must be a square matrix of shape (N, N); got shape {tuple(K.shape)}.")
+    if K.shape[0] == 0:
+        raise ValueError(f"{name} is empty; expected an (N, N) matrix with N >= 1.")
+    if not K.is_floating_point():
+        raise TypeError(f"{name} must be floating point (float32 or float64); got {K.dtype}.")
+    n = K.shape[0]
+    scale = 0.0
+    for a, b in _blocks(n, block):
+        check_finite(K[a:b], name)
+        scale = max(scale, float(K[a:b].abs().max()))
+    if rtol is None:
+        rtol = 1e3 * torch.finfo(K.dtype).eps
+    asym = 0.0
+    for a, b in _blocks(n, block):
+        asym = max(asym, float((K[a:b, a:] - K[a:, a:b].T).abs().max()))
+    if asym > rtol * max(scale, torch.finfo(K.dtype).tiny):
+        raise ValueError(
+            f"{name} is not symmetric: max |K - K^T| = {asym:.3g}, {asym / scale:.3g} relative to "
+            f"max |K| (tolerance {rtol:.1g}). Top-k eigenpairs need a symmetric kernel such as "
+            "K(x, x); a cross kernel K(x, x2) has singular values, not eigenvalues."
+        )
+
+
+# ----------------------------------------------------------------------------
+# operators
+# ----------------------------------------------------------------------------
+
+class KernelOperator:
+    r"""A symmetric :math:`N \times N` kernel known through its products :math:`K V`.
+
+    Subclasses implement ``_matmat`` on torch tensors of shape ``(N, b)``
+    on the operator's device. ``op @ v`` works for ``(N,)`` and ``(N, b)``
+    tensors or arrays and returns the same kind. ``n_products`` counts the
+    vectors multiplied so far (a block of ``b`` counts ``b``).
+    """
+
+    shape: Tuple[int, int]
+    dtype: torch.dtype
+    device: torch.device
+
+    def __init__(self, n: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.shape = (int(n), int(n))
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.n_products = 0
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def matmat(self, V: ArrayLike) -> Union[torch.Tensor, np.ndarray]:
+        r""":math:`K V` for ``V`` of shape ``(N,)`` or ``(N, b)``."""
+        was_np = isinstance(V, np.ndarray)
+        if was_np:
+            Vt = torch.from_numpy(np.ascontiguousarray(V))
+        elif isinstance(V, torch.Tensor):
+            Vt = V
+        else:
+            raise TypeError(f"the vector(s) must be a torch.Tensor or numpy.ndarray; got {type(V).__name__}.")
+        n = self.shape[0]
+        if Vt.dim() not in (1, 2) or Vt.shape[0] != n:
+            raise ValueError(
+                f"cannot multiply an ({n}, {n}) kernel by an array of shape {tuple(Vt.shape)}; "
+                f"expected shape ({n},) or ({n}, b)."
+            )
+        if not Vt.is_floating_point():
+            raise TypeError(f"the vector(s) must be floating point; got {Vt.dtype}.")
+        V2 = Vt.reshape(n, -1).to(device=self.device, dtype=self.dtype)
+        out = self._matmat(V2)
+        self.n_products += V2.shape[1]
+        out = out.reshape(Vt.shape)
+        if was_np:
+            return out.detach().cpu().numpy().astype(V.dtype, copy=False)
+        return out
+
+    matvec = matmat
+
+    def __matmul__(self, V):
+        return self.matmat(V)
+
+    def to_dense(self) -> torch.Tensor:
+        """The full matrix, :math:`K I` (for checks at small ``N``)."""
+        eye = torch.eye(self.shape[0], dtype=self.dtype, device=self.device)
+        return self._matmat(eye)
+
+    def as_linear_operator(self):
+        """A ``scipy.sparse.linalg.LinearOperator`` (NumPy in, NumPy out) for SciPy's solvers."""
+        from scipy.sparse.linalg import LinearOperator
+
+        np_dtype = torch.empty((), dtype=self.dtype).numpy().dtype
+
+        def mv(v):
+            return self.matmat(np.asarray(v, dtype=np_dtype))
+
+        return LinearOperator(self.shape, matvec=mv, matmat=mv, rmatvec=mv, rmatmat=mv, dtype=np_dtype)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(N={self.shape[0]}, dtype={self.dtype}, device={self.device}, "
+                f"{self._describe()})")
+
+    def _describe(self) -> str:
+        return ""
+
+
+class DenseKernelOperator(KernelOperator):
+    r"""A kernel held in memory as one ``(N, N)`` tensor: :math:`K V` is one matrix product."""
+
+    def __init__(self, K: torch.Tensor, *, check: bool = True) -> None:
+        if check:
+            _check_symmetric_blockwise(K, "K")
+        super().__init__(K.shape[0], K.dtype, K.device)
+        self.K = K
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.K @ V
+
+    def to_dense(self) -> torch.Tensor:
+        return self.K
+
+    def _describe(self) -> str:
+        return f"held in memory, {self.K.numel() * self.K.element_size() / 2**20:.0f} MiB"
+
+
+class BlockKernelOperator(KernelOperator):
+    r"""A kernel whose row blocks :math:`K(x_{I}, x)` are recomputed on every product.
+
+    .. math:: (K V)_{I} = k(x_I, x)\, V \quad \text{for each row block } I,
+
+    so memory is one ``(block_size, N)`` block, and each product costs the
+    whole kernel: use it with a block method (LOBPCG) that multiplies many
+    vectors at once.
+    """
+
+    def __init__(self, kernel_fn: Callable, x: torch.Tensor, block_size: int, dtype, device) -> None:
+        super().__init__(x.shape[0], dtype, device)
+        self.kernel_fn = kernel_fn
+        self.x = x
+        self.block_size = block_size
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(V)
+        for a, b in _blocks(self.shape[0], self.block_size):
+            out[a:b] = _call_kernel(self.kernel_fn, self.x[a:b], self.x, (b - a, self.shape[0])) @ V
+        return out
+
+    def _describe(self) -> str:
+        return f"row blocks of {self.block_size} recomputed per product"
+
+
+def _call_kernel(kernel_fn, xa, xb, shape) -> torch.Tensor:
+    Kb = kernel_fn(xa, xb)
+    if not isinstance(Kb, torch.Tensor):
+        raise TypeError(f"kernel_fn must return a torch.Tensor; got {type(Kb).__name__}.")
+    if tuple(Kb.shape) != tuple(shape):
+        raise ValueError(
+            f"kernel_fn(x[a:b], x[c:d]) must return a matrix of shape {tuple(shape)}; got {tuple(Kb.shape)}."
+        )
+    return Kb
+
+
+class MatrixFreeNTKOperator(KernelOperator):
+    r"""The NTK of a model, multiplied without forming it: :math:`\Theta V = \sum_o J_o (J_o^\top V)`.
+
+    For a block of points :math:`x_c`, ``torch.func.vjp`` of
+    :math:`\theta \mapsto f(x_c; \theta)` with cotangent :math:`v_c e_o^\top`
+    gives :math:`J_{o}(x_c)^\top v_c`; summed over the chunks this is
+    :math:`g_o = J_o^\top v \in \mathbb R^P`. Then ``torch.func.jvp`` with
+    tangent :math:`g_o` gives :math:`J_o(x_c)\, g_o`, the rows :math:`c` of
+    :math:`\Theta v` (summed over the outputs :math:`o`, the trace convention
+    of :func:`~neuralspec.ntk.ntk`). When forward-mode AD is missing for some
+    operation, :math:`J g` is taken as the derivative of the linear map
+    :math:`w \mapsto J^\top w` (the "double-backward trick").
+
+    Cost per product: about three forward passes over all :math:`N` points;
+    memory: the :math:`P`-vector :math:`g`, the :math:`N`-vectors, and one
+    chunk's activations.
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, chunk_size: Optional[int]) -> None:
+        from torch.func import functional_call
+
+        params = trainable_parameters(model)
+        dtype, device = model_dtype_device(model)
+        super().__init__(x.shape[0], dtype, device)
+        self.model = model
+        self.x = x
+        self.params = {n: p.detach() for n, p in params}
+        self.n_params = sum(p.numel() for p in self.params.values())
+        with torch.no_grad():
+            y = model(x[:1])
+        self.n_outputs = int(y.reshape(1, -1).shape[1])
+        if chunk_size is None:
+            chunk_size = _MF_CHUNK_CUDA if device.type == "cuda" else _MF_CHUNK_CPU
+        self.chunk_size = chunk_size
+
+        def f(prm: Dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
+            out = functional_call(model, prm, (xb,), strict=False)
+            return out.reshape(xb.shape[0], -1)
+
+        self._f = f
+        self.forward_mode = self._probe_forward_mode()
+
+    def _describe(self) -> str:
+        return f"matrix-free, P={self.n_params}, O={self.n_outputs}, chunks of {self.chunk_size}"
+
+    def _jvp(self, xc: torch.Tensor, G: Dict[str, torch.Tensor], batched: bool) -> torch.Tensor:
+        """``J(xc) g`` for each tangent in ``G`` (leading axis when ``batched``): ``(m, nc, O)``."""
+        from torch.func import jvp, vjp, vmap
+
+        f = self._f
+        params = self.params
+
+        def push_forward(t):
+            return jvp(lambda p: f(p, xc), (params,), (t,))[1]
+
+        def push_double_backward(t):
+            # J t as the vjp of the linear map w -> J^T w (w: output cotangent).
+            _, vjp_fn = vjp(lambda p: f(p, xc), params)
+            w0 = torch.zeros(xc.shape[0], self.n_outputs, dtype=self.dtype, device=self.device)
+            _, back = vjp(lambda w: vjp_fn(w)[0], w0)
+            return back(t)[0]
+
+        push = push_forward if self.forward_mode else push_double_backward
+        if batched:
+            return vmap(push)(G)
+        return push({k: t[0] for k, t in G.items()})[None]
+
+    def _probe_forward_mode(self) -> bool:
+        """Whether forward-mode AD (``torch.func.jvp``) runs through this model."""
+        from torch.func import jvp
+
+        xc = self.x[:1]
+        t = {k: torch.zeros_like(p) for k, p in self.params.items()}
+        try:
+            jvp(lambda p: self._f(p, xc), (self.params,), (t,))
+        except (NotImplementedError, RuntimeError) as err:  # an op without a forward-mode formula
+            import logging
+
+            logging.getLogger(__name__).info(
+                "forward-mode AD unavailable for %s (%s); using the double-backward trick",
+                type(self.model).__name__, err)
+            return False
+        return True
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        from torch.func import vjp, vmap
+
+        n, b = V.shape
+        O = self.n_outputs
+        m = b * O  # one (vector, output) pair per cotangent
+        chunk = max(1, self.chunk_size // m)
+        eye = torch.eye(O, dtype=self.dtype, device=self.device)
+        # Pass 1: g_{j,o} = J_o^T v_j, accumulated over chunks of points.
+        G = {k: torch.zeros((m,) + p.shape, dtype=self.dtype, device=self.device) for k, p in self.params.items()}
+        for a, c in _blocks(n, chunk):
+            xc = self.x[a:c]
+            _, vjp_fn = vjp(lambda p: self._f(p, xc), self.params)
+            # cotangents[j*O + o] = V[a:c, j] e_o^T, shape (m, nc, O)
+            cot = (V[a:c].T[:, None, :, None] * eye[None, :, None, :]).reshape(m, c - a, O)
+            g = vmap(vjp_fn)(cot)[0] if m > 1 else {k: t[None] for k, t in vjp_fn(cot[0])[0].items()}
+            for k in G:
+                G[k] += g[k]
+        # Pass 2: (K V)_j = sum_o J_o g_{j,o}.
+        out = torch.empty_like(V)
+        for a, c in _blocks(n, chunk):
+            u = self._jvp(self.x[a:c], G, batched=m > 1)  # (m, nc, O)
+            u = u.reshape(b, O, c - a, O).diagonal(dim1=1, dim2=3).sum(-1)  # (b, nc)
+            out[a:c] = u.T
+        return out
+
+
+# ----------------------------------------------------------------------------
+# constructors
+# ----------------------------------------------------------------------------
+
+def _default_block(n: int, dtype: torch.dtype) -> int:
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return int(max(1, min(n, _BLOCK_BYTES // max(1, n * itemsize))))
+
+
+def kernel_operator(
+    kernel_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: ArrayLike,
+    *,
+    block_size: Optional[int] = None,
+    cache: bool = True,
+    progress: Optional[bool] = None,
+) -> KernelOperator:
+    r"""A symmetric kernel matrix :math:`K_{ij} = k(x_i, x_j)` as an operator, built block by block.
+
+    With ``cache=True`` the upper row blocks :math:`k(x_I, x_{J \ge I})` are
+    computed once into a single ``(N, N)`` buffer and mirrored, so the peak
+    memory is the kernel plus one block (never two copies of the matrix),
+    and a product :math:`K V` is then one matrix multiply. With
+    ``cache=False`` nothing of size :math:`N \times N` is held: every product
+    recomputes the row blocks (memory ``block_size * N``; each product costs
+    the whole kernel, so prefer ``method="lobpcg"``, which multiplies a
+    block of vectors at a time).
+
+    Parameters
+    ----------
+    kernel_fn : callable
+        ``kernel_fn(xa, xb)`` returns the ``(len(xa), len(xb))`` tensor
+        :math:`k(x_a, x_b)`; e.g. ``lambda a, b: ns.ntk(model, a, b)``.
+    x : (N, d) tensor or array
+        The points. An array is converted to float64 (a tensor is kept as is).
+    block_size : int, optional
+        Rows per block; default such that one block is about 256 MiB.
+    cache : bool
+        Hold the kernel (default) or recompute its blocks on every product.
+    progress : bool, optional
+        A tqdm bar over the blocks while the kernel is built; default when
+        ``N >= 20000``.
+
+    Returns
+    -------
+    KernelOperator
+    """
+    if not callable(kernel_fn):
+        raise TypeError(f"kernel_fn must be callable as kernel_fn(xa, xb); got {type(kernel_fn).__name__}.")
+    _check_positive_int(block_size, "block_size")
+    xt = as_inputs(x, "x", dtype=None if isinstance(x, torch.Tensor) else torch.float64)
+    n = xt.shape[0]
+    K0 = _call_kernel(kernel_fn, xt[:1], xt[:1], (1, 1))
+    dtype, device = K0.dtype, K0.device
+    if not K0.is_floating_point():
+        raise TypeError(f"kernel_fn must return a floating-point tensor; got {K0.dtype}.")
+    bs = block_size or _default_block(n, dtype)
+    if not cache:
+        return BlockKernelOperator(kernel_fn, xt, bs, dtype, device)
+    K = torch.empty(n, n, dtype=dtype, device=device)
+    blocks = _blocks(n, bs)
+    show = (n >= _PROGRESS_N) if progress is None else bool(progress)
+    bar = _bar(show, len(blocks), "kernel blocks", "block")
+    try:
+        for a, b in blocks:
+            Kb = _call_kernel(kernel_fn, xt[a:b], xt[a:], (b - a, n - a))
+            K[a:b, a:] = Kb
+            K[b:, a:b] = Kb[:, b - a:].T
+            del Kb
+            bar.update(1)
+    finally:
+        bar.close()
+    # The diagonal blocks come from one call each: check that they are symmetric (the
+    # mirrored off-diagonal blocks are by construction), then make them exactly so.
+    check_finite(K, "the kernel from kernel_fn")
+    scale = float(K.abs().max())
+    asym = 0.0
+    for a, b in blocks:
+        D = K[a:b, a:b]
+        asym = max(asym, float((D - D.T).abs().max()))
+        D.copy_((D + D.T) / 2)
+    rtol = 1e3 * torch.finfo(dtype).eps
+    if asym > rtol * scale:
+        raise ValueError(
+            f"kernel_fn is not symmetric: max |k(x_i, x_j) - k(x_j, x_i)| = {asym:.3g}, "
+            f"{asym / max(scale, 1e-300):.3g} relative to max |K| (tolerance {rtol:.1g}); "
+            "expected a symmetric kernel."
+        )
+    return DenseKernelOperator(K, check=False)
+
+
+def ntk_operator(
+    model: nn.Module,
+    x: ArrayLike,
+    *,
+    block_size: Optional[int] = None,
+    matrix_free: bool = False,
+    method: str = "auto",
+    progress: Optional[bool] = None,
+) -> KernelOperator:
+    r"""The empirical NTK :math:`\Theta(x, x)` of ``model`` as an operator for :func:`top_eigenpairs`.
+
+    * ``matrix_free=False`` (default): the kernel is computed once with
+      :func:`~neuralspec.ntk.ntk` (``chunk_size=block_size``, its upper blocks
+      mirrored in place), and held: :math:`N^2` numbers (1.6 GB at
+      :math:`N = 20000` in float32), each product one matrix multiply.
+    * ``matrix_free=True``: no kernel at all;
+      :math:`\Theta v = \sum_o J_o (J_o^\top v)` with one reverse-mode and one
+      forward-mode pass over chunks of ``block_size`` points
+      (:class:`MatrixFreeNTKOperator`). Memory :math:`O(N + P)`; each
+      product costs about three forward passes over all the points.
+
+    Parameters
+    ----------
+    model : nn.Module
+        With at least one trainable parameter; the operator uses the model's
+        dtype and device (the GPU when the model is there).
+    x : (N, d) tensor or array
+    block_size : int, optional
+        Rows per kernel block (held kernel) or points per chunk (matrix-free;
+        default 4096 on CPU, 65536 on CUDA).
+    matrix_free : bool
+    method : str
+        Passed to :func:`~neuralspec.ntk.ntk` for the held kernel.
+    progress : bool, optional
+        Progress bar while the held kernel is built (see :func:`~neuralspec.ntk.ntk`).
+
+    Returns
+    -------
+    KernelOperator
+    """
+    trainable_parameters(model)
+    _check_positive_int(block_size, "block_size")
+    xt = as_inputs(x, "x", model=model)
+    if matrix_free:
+        return MatrixFreeNTKOperator(model, xt, block_size)
+    from .ntk import ntk
+
+    K = ntk(model, xt, method=method, chunk_size=block_size, progress=progress)
+    return DenseKernelOperator(K, check=False)
+
+
+def ntk_matvec(model: nn.Module, x: ArrayLike, v: ArrayLike, *, chunk_size: Optional[int] = None):
+    r"""The NTK times vector(s), matrix-free: :math:`\Theta(x, x)\, v = \sum_o J_o (J_o^\top v)`.
+
+    Same as ``ntk(model, x) @ v`` without the :math:`N \times N` kernel; see
+    :class:`MatrixFreeNTKOperator`.
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : (N, d) tensor or array
+    v : (N,) or (N, b) tensor or array
+    chunk_size : int, optional
+        Points per reverse/forward pass.
+
+    Returns
+    -------
+    torch.Tensor or numpy.ndarray
+        Same shape and kind as ``v``, in the model's dtype.
+    """
+    op = ntk_operator(model, x, block_size=chunk_size, matrix_free=True)
+    if isinstance(v, torch.Tensor):
+        check_finite(v, "v")
+    elif isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
+        raise ValueError("v contains non-finite values; expected only finite numbers.")
+    return op.matmat(v)
+
+
+# ----------------------------------------------------------------------------
+# top-k eigenpairs
+# ----------------------------------------------------------------------------
+
+class _ScipyOperatorWrapper(KernelOperator):
+    """A scipy LinearOperator seen as a KernelOperator (products on the CPU)."""
+
+    def __init__(self, A) -> None:
+        dt = np.dtype(A.dtype)
+        if not np.issubdtype(dt, np.floating):
+            raise TypeError(f"the LinearOperator must be real floating point; got dtype {dt}.")
+        super().__init__(A.shape[0], torch.from_numpy(np.empty(0, dtype=dt)).dtype, torch.device("cpu"))
+        self.A = A
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        out = np.asarray(self.A.matmat(V.cpu().numpy()))
+        return torch.from_numpy(np.ascontiguousarray(out.reshape(V.shape))).to(self.dtype)
+
+
+def _bar(enabled: bool, total, desc: str, unit: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
+
+
+def _as_operator(K_or_operator, check: bool) -> Tuple[KernelOperator, str]:
+    """The operator and the kind of the input ('torch', 'numpy', 'scipy', 'operator')."""
+    from scipy.sparse.linalg import LinearOperator
+
+    if isinstance(K_or_operator, KernelOperator):
+        return K_or_operator, "operator"
+    if isinstance(K_or_operator, np.ndarray):
+        if not np.issubdtype(K_or_operator.dtype, np.floating):
+            raise TypeError(f"K must be a floating-point matrix; got dtype {K_or_operator.dtype}.")
+        K = torch.from_numpy(np.ascontiguousarray(K_or_operator))
+        return DenseKernelOperator(K, check=check), "numpy"
+    if isinstance(K_or_operator, torch.Tensor):
+        return DenseKernelOperator(K_or_operator.detach(), check=check), "torch"
+    if isinstance(K_or_operator, LinearOperator):
+        shape = K_or_operator.shape
+        if len(shape) != 2 or shape[0] != shape[1]:
+            raise ValueError(f"the LinearOperator must be square (N, N); got shape {tuple(shape)}.")
+        return _ScipyOperatorWrapper(K_or_operator), "scipy"
+    raise TypeError(
+        "K_or_operator must be a symmetric (N, N) torch.Tensor or numpy.ndarray, a "
+        "scipy.sparse.linalg.LinearOperator, or a KernelOperator (kernel_operator, ntk_operator); "
+        f"got {type(K_or_operator).__name__}."
+    )
+
+
+def _probe_symmetry(op: KernelOperator, seed: int) -> None:
+    """``u^T (K v) == v^T (K u)`` for random ``u, v``: a cheap symmetry check of an operator."""
+    g = torch.Generator().manual_seed(seed + 1)
+    U = torch.randn(op.shape[0], 2, generator=g, dtype=torch.float64).to(op.dtype).to(op.device)
+    KU = op._matmat(U)
+    check_finite(KU, "K @ v", " (a product with the operator)")
+    a = float(U[:, 0].double() @ KU[:, 1].double())
+    b = float(U[:, 1].double() @ KU[:, 0].double())
+    scale = float(KU.double().norm() * U.double().norm())
+    tol = 1e3 * torch.finfo(op.dtype).eps * math.sqrt(op.shape[0])
+    if abs(a - b) > tol * max(scale, 1e-300):
+        raise ValueError(
+            f"the operator is not symmetric: u.(K v) = {a:.6g} but v.(K u) = {b:.6g} for random u, v. "
+            "Top-k eigenpairs need a symmetric kernel."
+        )
+
+
+class _Counted:
+    """Products through the operator, counted on a progress bar and checked finite."""
+
+    def __init__(self, op: KernelOperator, bar) -> None:
+        self.op, self.bar = op, bar
+
+    def __call__(self, V: np.ndarray) -> np.ndarray:
+        Vt = torch.from_numpy(np.ascontiguousarray(V)).reshape(self.op.shape[0], -1)
+        out = self.op._matmat(Vt.to(device=self.op.device, dtype=self.op.dtype))
+        self.op.n_products += Vt.shape[1]
+        check_finite(out, "K @ v", " (a product with the operator)")
+        self.bar.update(Vt.shape[1])
+        return out.detach().cpu().numpy().reshape(V.shape)
+
+
+def _lobpcg(f: "_Counted", op: KernelOperator, n: int, k: int, tol: Optional[float],
+            maxiter: Optional[int], rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """SciPy's LOBPCG on a block of ``k + max(5, k // 5)`` vectors, in float64, relative tolerance.
+
+    The iteration runs in float64 whatever the kernel's dtype (the Rayleigh-Ritz
+    steps of LOBPCG lose accuracy in float32); products are done in the
+    operator's dtype. SciPy's tolerance is absolute, so the operator is scaled
+    by an estimate of its largest eigenvalue (from the first block product).
+    """
+    import warnings
+
+    from scipy.sparse.linalg import LinearOperator, lobpcg
+
+    op_np = torch.empty((), dtype=op.dtype).numpy().dtype
+    m = min(n, k + max(5, k // 5))
+    X = rng.standard_normal((n, m))
+    KX = f(X.astype(op_np)).astype(np.float64)
+    scale = float(np.linalg.norm(KX, axis=0).max() / np.linalg.norm(X, axis=0).max())
+    if not scale > 0:
+        raise ValueError("the kernel maps random vectors to zero; it has no positive eigenvalues.")
+
+    def g(V):
+        return f(np.asarray(V).astype(op_np)).astype(np.float64) / scale
+
+    A = LinearOperator((n, n), matvec=g, matmat=g, rmatvec=g, rmatmat=g, dtype=np.float64)
+    if tol is None:
+        tol = 1e-5 if op_np == np.float32 else 1e-12
+    maxiter = maxiter or 500
+    # SciPy stops only when all m block vectors converge; we need the top k. Run it in
+    # rounds and check the top-k residuals ourselves (one block product per round).
+    done, rounds = 0, 25
+    while True:
+        it = min(rounds, maxiter - done)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            evals, evecs = lobpcg(A, X, largest=True, tol=tol, maxiter=it)
+        done += it
+        order = np.argsort(evals)[::-1]
+        evals, evecs = evals[order], evecs[:, order]
+        top = evecs[:, :k]
+        res = np.linalg.norm(g(top) - top * evals[:k], axis=0).max()
+        if res <= tol or done >= maxiter:
+            break
+        X = evecs
+    if res > tol:
+        warnings.warn(f"LOBPCG did not reach tol={tol:g} (relative residual {res:.2g}) in {maxiter} "
+                      "iterations; the eigenpairs may be inaccurate. Raise maxiter, or use "
+                      "method='lanczos'.", RuntimeWarning, stacklevel=3)
+    return evals[:k] * scale, evecs[:, :k]
+
+
+def top_eigenpairs(
+    K_or_operator,
+    k: int,
+    *,
+    method: str = "lanczos",
+    tol: Optional[float] = None,
+    maxiter: Optional[int] = None,
+    ncv: Optional[int] = None,
+    seed: int = 0,
+    check: bool = True,
+    progress: Optional[bool] = None,
+    return_info: bool = False,
+):
+    r"""The ``k`` largest eigenpairs of a symmetric (PSD) kernel, by Lanczos or LOBPCG.
+
+    .. math::
+
+        K u_i = \lambda_i u_i, \qquad \lambda_1 \ge \dots \ge \lambda_k, \qquad
+        u_i^\top u_j = \delta_{ij},
+
+    using only products :math:`K V`, so the kernel may be an operator that
+    is never formed (:func:`ntk_operator` with ``matrix_free=True``).
+
+    Parameters
+    ----------
+    K_or_operator : (N, N) tensor or array, scipy LinearOperator, or KernelOperator
+        A dense matrix is checked square, finite and symmetric (block by
+        block, without a copy); an operator is probed for symmetry with two
+        random vectors (``check=False`` skips both).
+    k : int
+        Number of eigenpairs, ``1 <= k < N``.
+    method : {"lanczos", "lobpcg"}
+        ``"lanczos"``: ``scipy.sparse.linalg.eigsh`` (ARPACK), one product
+        at a time, the fewest products. ``"lobpcg"``:
+        ``scipy.sparse.linalg.lobpcg`` on a block of ``k + max(5, k // 5)``
+        vectors, block products that run at BLAS speed for a held kernel.
+    tol : float, optional
+        Relative residual tolerance: :math:`\|K u - \lambda u\| \le
+        \text{tol}\,|\lambda|` (Lanczos), :math:`\le \text{tol}\,\lambda_{\max}`
+        (LOBPCG). Default in float32 ``1e-6`` (Lanczos) or ``1e-5`` (LOBPCG),
+        in float64 machine precision (Lanczos) or ``1e-12`` (LOBPCG).
+    maxiter : int, optional
+        Maximum restarts (Lanczos) or iterations (LOBPCG, default 500).
+    ncv : int, optional
+        Lanczos basis size; default ``min(N, max(2k + 1, 20))`` (SciPy's).
+    seed : int
+        Seed of the random starting vector(s), for reproducible results.
+    check : bool
+        Validate the input (see above).
+    progress : bool, optional
+        A tqdm bar counting products; default for ``N >= 20000``, or
+        ``N >= 2000`` with a matrix-free NTK.
+    return_info : bool
+        Also return a dict with ``n_products``, ``seconds`` and ``method``.
+
+    Returns
+    -------
+    eigenvalues : (k,)
+        Descending.
+    eigenvectors : (N, k)
+        Orthonormal columns, each signed so that its largest-magnitude entry is
+        positive. Torch tensors on the operator's device and in its dtype, or
+        NumPy arrays for a NumPy / SciPy input.
+    info : dict, only with ``return_info=True``
+    """
+    if method not in TOPK_METHODS:
+        raise ValueError(f"method must be one of {TOPK_METHODS}; got {method!r}.")
+    op, kind = _as_operator(K_or_operator, check)
+    n = op.shape[0]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (1 <= k < n):
+        raise ValueError(
+            f"k must be an integer with 1 <= k < N = {n} (for all {n} eigenpairs use a dense "
+            f"solver, neuralspec.eigh); got {k!r}."
+        )
+    k = int(k)
+    if tol is not None and not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a non-negative number or None; got {tol!r}.")
+    _check_positive_int(maxiter, "maxiter")
+    _check_positive_int(ncv, "ncv")
+    if ncv is not None and not (k < ncv <= n):
+        raise ValueError(f"ncv must satisfy k < ncv <= N (k = {k}, N = {n}); got {ncv}.")
+    if check and kind in ("scipy", "operator") and not isinstance(op, DenseKernelOperator):
+        _probe_symmetry(op, seed)
+
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    np_dtype = torch.empty((), dtype=op.dtype).numpy().dtype
+    if progress is None:
+        show = n >= (_PROGRESS_N_MF if isinstance(op, MatrixFreeNTKOperator) else _PROGRESS_N)
+    else:
+        show = bool(progress)
+    bar = _bar(show, None, f"top-{k} eigenpairs ({method})", "Kv")
+    f = _Counted(op, bar)
+    A = LinearOperator((n, n), matvec=f, matmat=f, rmatvec=f, rmatmat=f, dtype=np_dtype)
+    rng = np.random.default_rng(seed)
+    start_products = op.n_products
+    t0 = time.perf_counter()
+    try:
+        if method == "lanczos":
+            if ncv is None:
+                ncv = min(n, max(2 * k + 1, 20))
+            if tol is None:
+                tol = 1e-6 if np_dtype == np.float32 else 0.0
+            v0 = rng.standard_normal(n).astype(np_dtype)
+            evals, evecs = eigsh(A, k=k, which="LA", tol=tol, maxiter=maxiter, ncv=ncv, v0=v0)
+        else:
+            evals, evecs = _lobpcg(f, op, n, k, tol, maxiter, rng)
+    except ArpackNoConvergence as err:
+        raise RuntimeError(
+            f"Lanczos (ARPACK) did not converge: {len(err.eigenvalues)} of {k} eigenpairs after "
+            f"{op.n_products - start_products} products. Raise maxiter or ncv, or loosen tol."
+        ) from None
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    order = np.argsort(evals)[::-1]
+    evals = np.ascontiguousarray(evals[order])
+    evecs = np.ascontiguousarray(evecs[:, order])
+    # Deterministic signs: the largest-magnitude entry of each eigenvector is positive.
+    idx = np.abs(evecs).argmax(axis=0)
+    signs = np.sign(evecs[idx, np.arange(evecs.shape[1])])
+    signs[signs == 0] = 1
+    evecs = evecs * signs
+    info = {"method": method, "n_products": op.n_products - start_products, "seconds": seconds}
+    if kind in ("numpy", "scipy"):
+        res = (evals.astype(np_dtype), evecs.astype(np_dtype))
+    else:
+        res = (torch.from_numpy(evals).to(device=op.device, dtype=op.dtype),
+               torch.from_numpy(evecs).to(device=op.device, dtype=op.dtype))
+    return res + (info,) if return_info else res
