@@ -15,6 +15,7 @@ from .utils import default_device, on_colab, set_seed
 # --- neural tangent kernel (ntk.py) ---
 from .ntk import ntk, ntk_by_layer, ntk_method
 # --- large spectra and matrix-free NTK (scale.py) ---
+from .scale import KernelOperator, kernel_operator, ntk_matvec, ntk_operator, top_eigenpairs
 # --- training and spectral bias (training.py, data.py) ---
 
 __version__ = "0.1.0"
@@ -33,4 +34,6 @@ __all__ = [
     "analytic",
     # neural tangent kernel
     "ntk", "ntk_by_layer", "ntk_method",
+    # large spectra and matrix-free NTK
+    "top_eigenpairs", "kernel_operator", "ntk_operator", "ntk_matvec", "KernelOperator",
 ]
