@@ -117,7 +117,7 @@ class ExplorerSettings:
     Parameters
     ----------
     model : {"RFF", "LFF", "RFF-MLP", "MLP"}
-        The network (see the module docstring).
+        The network (see :mod:`neuralspec.widgets`).
     kernel : {"feature", "CK", "NTK"}
         Which kernel to show.
     scale : float
@@ -530,7 +530,8 @@ class KernelExplorer:
             "model": W.Dropdown(options=list(MODELS), value=s.model, description="model",
                                 style=style, layout=W.Layout(width="200px")),
             "kernel": W.ToggleButtons(options=[("feature Gram", "feature"), ("CK", "CK"), ("NTK", "NTK")],
-                                      value=s.kernel, description="kernel", style=style),
+                                      value=s.kernel, description="kernel",
+                                      style={**style, "button_width": "110px"}),
             "scale": W.FloatLogSlider(value=s.scale, base=10, min=min(-1.0, math.floor(math.log10(s.scale))),
                                       max=max(2.5, math.ceil(math.log10(s.scale))), step=0.05,
                                       description="scale", readout_format=".3g", **slider),

@@ -30,6 +30,21 @@ cp hm/LICENSE "$dest/LICENSE.html-manager"
 cp hm/dist/embed.js.LICENSE.txt "$dest/LICENSE.third-party.txt"
 # Drop the sourceMappingURL comments: the maps are not shipped.
 sed -i -E 's~//# sourceMappingURL=[^ ]*\.map~~g' "$dest/embed-amd.js"
+# MathJax 3 compatibility: @jupyter-widgets/base typesets widget labels with the
+# MathJax 2 API (MathJax.Hub.Queue), a TypeError on every labelled widget when the
+# page loads MathJax 3 (as Sphinx does). Use MathJax 3's typesetPromise instead
+# when there is no MathJax.Hub. The pattern must occur exactly once.
+python3 - "$dest/embed-amd.js" <<'PY'
+import sys
+path = sys.argv[1]
+src = open(path, encoding="utf-8").read()
+old = 'void 0!==window.MathJax&&MathJax.Hub.Queue(["Typeset",MathJax.Hub,e])'
+new = ('void 0!==window.MathJax&&(MathJax.Hub?MathJax.Hub.Queue(["Typeset",MathJax.Hub,e]):'
+       'MathJax.typesetPromise&&MathJax.typesetPromise([e]).catch(function(){}))')
+if src.count(old) != 1:
+    sys.exit(f"vendor_widgets.sh: expected one MathJax 2 typeset call in {path}, found {src.count(old)}")
+open(path, "w", encoding="utf-8").write(src.replace(old, new))
+PY
 cp rq/require.js "$dest/require.js"
 # RequireJS resolves the bundle's module URI (from which webpack derives where
 # the fonts live) against the page's folder; point it at this folder instead.
@@ -48,5 +63,7 @@ Vendored by tools/vendor_widgets.sh (do not edit by hand):
                  bundled third-party licenses in LICENSE.third-party.txt)
   $REQUIREJS     require.js (MIT, license in its header)
   require-config.js  (ours) tells RequireJS where the bundle lives, so its fonts load
+embed-amd.js is patched in one place: widget labels are typeset with MathJax 3's
+typesetPromise when the page has no MathJax 2 (MathJax.Hub).
 TXT
 du -sh "$dest"
