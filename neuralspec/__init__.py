@@ -17,6 +17,10 @@ from .ntk import ntk, ntk_by_layer, ntk_method
 # --- large spectra and matrix-free NTK (scale.py) ---
 from .scale import KernelOperator, kernel_operator, ntk_matvec, ntk_operator, top_eigenpairs
 # --- training and spectral bias (training.py, data.py) ---
+from .data import (PowerLawFit, circle_data, circle_grid, circle_spectrum, fit_power_law,
+                   fourier_modes, frequency_amplitudes, sine_data, sum_of_sines)
+from .training import (TrainResult, check_learning_rate, mse_loss, ntk_lambda_max, predict_residuals,
+                       project_residuals, stability_limit, time_to_learn, train)
 
 __version__ = "0.1.0"
 
@@ -36,4 +40,9 @@ __all__ = [
     "ntk", "ntk_by_layer", "ntk_method",
     # large spectra and matrix-free NTK
     "top_eigenpairs", "kernel_operator", "ntk_operator", "ntk_matvec", "KernelOperator",
+    # training and spectral bias
+    "train", "TrainResult", "mse_loss", "ntk_lambda_max", "stability_limit", "check_learning_rate",
+    "project_residuals", "predict_residuals", "time_to_learn",
+    "sum_of_sines", "sine_data", "circle_grid", "circle_data", "fourier_modes",
+    "frequency_amplitudes", "circle_spectrum", "fit_power_law", "PowerLawFit",
 ]
