@@ -20,6 +20,15 @@ from neuralspec.scale import (
 )
 
 RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small matrices: one thread is faster, and immune to a busy machine's contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 N = 150
 K_TOP = 5
 
@@ -192,25 +201,47 @@ def inputs(n, dtype, seed=1):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_matrix_free_matvec_equals_ntk(dtype, name):
+@pytest.mark.parametrize("how", ["auto", "autodiff", "structured, no cache", "structured, part cached"])
+def test_matrix_free_matvec_equals_ntk(dtype, name, how):
     torch.manual_seed(0)
     model = MODELS[name](dtype)
     x = inputs(70, dtype)
     K = ns.ntk(model, x)
-    op = ntk_operator(model, x, matrix_free=True, block_size=16)  # several chunks
+    if how.startswith("structured") and name == "residual module":
+        pytest.skip("not a stack of layers: no structured mode")
+    kw = {"auto": {}, "autodiff": {"method": "jacobian"}, "structured, no cache": {"cache_bytes": 0}}.get(how)
+    if kw is None:  # half the memory that caching every chunk takes
+        full = ntk_operator(model, x, matrix_free=True, block_size=32)
+        full @ torch.ones(70, dtype=dtype)
+        kw = {"cache_bytes": full._cached_bytes // 2}
+    op = ntk_operator(model, x, matrix_free=True, block_size=32, **kw)  # several chunks
     assert isinstance(op, MatrixFreeNTKOperator) and op.shape == (70, 70)
-    V = torch.randn(70, 3, dtype=dtype)
-    for v in (V[:, 0], V):
+    expected = "autodiff" if how == "autodiff" or name == "residual module" else "structured"
+    assert op.mode == expected, f"{name}: {how} uses the {expected} passes"
+    V = torch.randn(70, 11 if op.mode == "structured" else 3, dtype=dtype)  # 11 > 8: two groups
+    for v in (V[:, 0], V, V[:, 0]):  # twice the single vector: the second one from the cache
         ref = K @ v
         err = (op @ v - ref).abs().max() / ref.abs().max()
         assert err <= RTOL[dtype], f"matrix-free NTK v equals ntk(model, x) @ v ({err:.2e})"
+    if how == "structured, part cached":
+        assert 0 < op._cached_points() < 70, "only the chunks within the budget are cached"
+
+
+def test_matrix_free_structured_mode_refused_for_other_modules():
+    x = inputs(20, torch.float32)
+    with pytest.raises(ValueError, match="does not apply"):
+        ntk_operator(Residual(), x, matrix_free=True, method="structured")
+    with pytest.raises(ValueError, match="cache_bytes"):
+        ntk_operator(small_rff_mlp(torch.float32), x, matrix_free=True, cache_bytes=-1)
+    with pytest.raises(ValueError, match="method must be one of"):
+        ntk_operator(small_rff_mlp(torch.float32), x, matrix_free=True, method="fast")
 
 
 def test_matrix_free_double_backward_fallback():
     model = MODELS["mlp, 3 outputs"](torch.float64)
     x = inputs(40, torch.float64)
     K = ns.ntk(model, x)
-    op = ntk_operator(model, x, matrix_free=True, block_size=16)
+    op = ntk_operator(model, x, matrix_free=True, block_size=16, method="jacobian")
     op.forward_mode = False  # as if an op had no forward-mode formula
     V = torch.randn(40, 2, dtype=torch.float64)
     assert torch.allclose(op @ V, K @ V, rtol=1e-10, atol=1e-10 * float((K @ V).abs().max()))
