@@ -35,9 +35,10 @@ bias, read off the kernel's spectrum.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -129,6 +130,36 @@ def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out.reshape(n)
 
 
+#: Below this many floating-point operations per gradient step (about 6 N P
+#: for N points and P parameters), ``threads="auto"`` runs on one CPU thread.
+SINGLE_THREAD_FLOPS = 1e8
+
+
+@contextlib.contextmanager
+def _threads(n: Optional[int]) -> Iterator[None]:
+    """Run with ``n`` intra-op CPU threads, restoring torch's setting afterwards."""
+    old = torch.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _resolve_threads(threads, device: torch.device, n: int, n_params: int) -> Optional[int]:
+    if threads is None:
+        return None
+    if threads == "auto":
+        small = device.type == "cpu" and 6.0 * n * n_params < SINGLE_THREAD_FLOPS
+        return 1 if small else None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be 'auto', None or a positive integer; got {threads!r}.")
+    return threads
+
+
 # ----------------------------------------------------------------------------
 # stability
 # ----------------------------------------------------------------------------
@@ -177,7 +208,7 @@ def check_learning_rate(lr: float, eigvals: ArrayLike, n: int) -> float:
     return limit
 
 
-def ntk_lambda_max(model: nn.Module, x: ArrayLike, *, tol: float = 1e-5) -> float:
+def ntk_lambda_max(model: nn.Module, x: ArrayLike, *, tol: float = 1e-5, threads="auto") -> float:
     r"""Largest eigenvalue of the empirical NTK on ``x``, without forming the kernel.
 
     Lanczos (:func:`neuralspec.top_eigenpairs`) on the matrix-free operator
@@ -193,18 +224,22 @@ def ntk_lambda_max(model: nn.Module, x: ArrayLike, *, tol: float = 1e-5) -> floa
     x : (N, d) tensor or array
     tol : float
         Relative residual tolerance of the eigenpair.
+    threads : "auto", None or int
+        As in :func:`train`.
     """
     from .scale import ntk_operator, top_eigenpairs
 
-    trainable_parameters(model)
+    params = trainable_parameters(model)
     xt = as_inputs(x, "x", model=model)
-    with torch.no_grad():
-        _forward(model, xt)  # a scalar-output model, or a clear error
-    if xt.shape[0] == 1:
-        from .ntk import ntk
+    n_params = sum(p.numel() for _, p in params)
+    with _threads(_resolve_threads(threads, xt.device, xt.shape[0], n_params)):
+        with torch.no_grad():
+            _forward(model, xt)  # a scalar-output model, or a clear error
+        if xt.shape[0] == 1:
+            from .ntk import ntk
 
-        return float(ntk(model, xt)[0, 0])
-    lam, _ = top_eigenpairs(ntk_operator(model, xt, matrix_free=True), 1, tol=tol)
+            return float(ntk(model, xt)[0, 0])
+        lam, _ = top_eigenpairs(ntk_operator(model, xt, matrix_free=True), 1, tol=tol)
     return float(lam[0])
 
 
@@ -273,103 +308,10 @@ def _record_steps(steps: int, record_every, record_at) -> np.ndarray:
     return np.unique(np.concatenate([np.arange(0, steps + 1, int(every)), [steps]]))
 
 
-def train(
-    model: nn.Module,
-    x: ArrayLike,
-    y: ArrayLike,
-    *,
-    lr: float,
-    steps: int,
-    record_every: Optional[int] = None,
-    record_at: Optional[Sequence[int]] = None,
-    device: Optional[Union[str, torch.device]] = None,
-    check_stability: bool = True,
-    lambda_max: Optional[float] = None,
-    check_every: int = 50,
-    progress: bool = False,
-) -> TrainResult:
-    r"""Full-batch gradient descent on the mean squared error; records the residuals.
-
-    .. math::
-
-        L(\theta) = \frac{1}{2N}\sum_{i=1}^N \big(f(x_i;\theta) - y_i\big)^2, \qquad
-        \theta_{t+1} = \theta_t - \eta\, \nabla_\theta L(\theta_t),
-
-    over the trainable parameters (``requires_grad=True``), with
-    ``torch.optim.SGD(lr=eta)`` (no momentum, no weight decay). The model is
-    trained in place.
-
-    Before training, the learning rate is checked against the stability limit
-    :math:`2N/\lambda_{\max}` of the empirical NTK at initialization (see
-    :func:`stability_limit`; :math:`\lambda_{\max}` by :func:`ntk_lambda_max`
-    unless given). During training the loss is checked for NaN/inf every
-    ``check_every`` steps and at the end; a non-finite loss raises
-    ``FloatingPointError`` naming the first step at which it appeared.
-
-    Parameters
-    ----------
-    model : nn.Module
-        A scalar-output network: ``(N, d) -> (N,)`` or ``(N, 1)``.
-    x : (N, d) tensor or array
-        Training inputs (NumPy is converted to the model's dtype and device).
-    y : (N,) or (N, 1) tensor or array
-        Targets.
-    lr : float
-        Learning rate :math:`\eta`.
-    steps : int
-        Number of gradient steps.
-    record_every : int, optional
-        Record the residual every this many steps (default 1), plus step
-        ``0`` and the last step.
-    record_at : sequence of int, optional
-        Record exactly at these steps (in ``[0, steps]``) instead.
-    device : str or torch.device, optional
-        Move the model (in place) and the data there first; default: where
-        the model is.
-    check_stability : bool
-        Raise ``ValueError`` if ``lr >= 2N / lambda_max``.
-    lambda_max : float, optional
-        The top NTK eigenvalue, if already known (skips its computation).
-    check_every : int
-        How often (in steps) to look for a non-finite loss; each look
-        synchronizes with the GPU.
-    progress : bool
-        Show a tqdm progress bar.
-
-    Returns
-    -------
-    TrainResult
-        Steps, residuals ``(T, N)``, losses, as float64 NumPy arrays.
-
-    Raises
-    ------
-    ValueError
-        Bad shapes (``x`` not ``(N, d)``, ``y`` not ``(N,)``/``(N, 1)``, a
-        non-scalar model output), a non-positive ``lr`` or ``steps < 0``, or
-        ``lr`` above the stability limit.
-    FloatingPointError
-        The loss became NaN or inf (training diverged).
-    """
-    lr = _check_lr(lr)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0; got {steps!r}.")
-    steps = int(steps)
-    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
-        raise ValueError(f"check_every must be a positive integer; got {check_every!r}.")
-    params = [p for _, p in trainable_parameters(model)]
-    if device is not None:
-        device = torch.device(device)
-        model.to(device)
-        if isinstance(x, torch.Tensor):
-            x = x.to(device)
-        if isinstance(y, torch.Tensor):
-            y = y.to(device)
-    xt = as_inputs(x, "x", model=model)
+def _run(model, xt, yt, params, lr, steps, record, check_stability, lambda_max, check_every, progress):
+    """The loop of :func:`train`; returns ``(lambda_max, limit, losses, residuals)``."""
     n = xt.shape[0]
-    dtype, mdevice = model_dtype_device(model)
-    yt = _as_targets(y, n, dtype, xt.device)
-    record = _record_steps(steps, record_every, record_at)
-
+    dtype = yt.dtype
     limit = None
     if lambda_max is not None:
         limit = stability_limit(lambda_max, n)
@@ -427,6 +369,119 @@ def train(
         if bar is not None:
             bar.close()
         opt.zero_grad(set_to_none=True)
+
+    return lambda_max, limit, losses, residuals
+
+
+def train(
+    model: nn.Module,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    lr: float,
+    steps: int,
+    record_every: Optional[int] = None,
+    record_at: Optional[Sequence[int]] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    check_stability: bool = True,
+    lambda_max: Optional[float] = None,
+    check_every: int = 50,
+    progress: bool = False,
+    threads: Union[str, int, None] = "auto",
+) -> TrainResult:
+    r"""Full-batch gradient descent on the mean squared error; records the residuals.
+
+    .. math::
+
+        L(\theta) = \frac{1}{2N}\sum_{i=1}^N \big(f(x_i;\theta) - y_i\big)^2, \qquad
+        \theta_{t+1} = \theta_t - \eta\, \nabla_\theta L(\theta_t),
+
+    over the trainable parameters (``requires_grad=True``), with
+    ``torch.optim.SGD(lr=eta)`` (no momentum, no weight decay). The model is
+    trained in place.
+
+    Before training, the learning rate is checked against the stability limit
+    :math:`2N/\lambda_{\max}` of the empirical NTK at initialization (see
+    :func:`stability_limit`; :math:`\lambda_{\max}` by :func:`ntk_lambda_max`
+    unless given). During training the loss is checked for NaN/inf every
+    ``check_every`` steps and at the end; a non-finite loss raises
+    ``FloatingPointError`` naming the first step at which it appeared.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A scalar-output network: ``(N, d) -> (N,)`` or ``(N, 1)``.
+    x : (N, d) tensor or array
+        Training inputs (NumPy is converted to the model's dtype and device).
+    y : (N,) or (N, 1) tensor or array
+        Targets.
+    lr : float
+        Learning rate :math:`\eta`.
+    steps : int
+        Number of gradient steps.
+    record_every : int, optional
+        Record the residual every this many steps (default 1), plus step
+        ``0`` and the last step.
+    record_at : sequence of int, optional
+        Record exactly at these steps (in ``[0, steps]``) instead.
+    device : str or torch.device, optional
+        Move the model (in place) and the data there first; default: where
+        the model is.
+    check_stability : bool
+        Raise ``ValueError`` if ``lr >= 2N / lambda_max``.
+    lambda_max : float, optional
+        The top NTK eigenvalue, if already known (skips its computation).
+    check_every : int
+        How often (in steps) to look for a non-finite loss; each look
+        synchronizes with the GPU.
+    progress : bool
+        Show a tqdm progress bar.
+    threads : "auto", None or int
+        Intra-op CPU threads while training (torch's setting is restored
+        afterwards). ``"auto"``: one thread on the CPU when a step costs under
+        :data:`SINGLE_THREAD_FLOPS` (about ``6 N P`` for ``P`` parameters),
+        where more threads do not help and, on a busy machine, idle-spinning
+        worker threads can slow each step down tenfold or more; otherwise
+        torch's setting. ``None``: torch's setting. An int: that many.
+
+    Returns
+    -------
+    TrainResult
+        Steps, residuals ``(T, N)``, losses, as float64 NumPy arrays.
+
+    Raises
+    ------
+    ValueError
+        Bad shapes (``x`` not ``(N, d)``, ``y`` not ``(N,)``/``(N, 1)``, a
+        non-scalar model output), a non-positive ``lr`` or ``steps < 0``, or
+        ``lr`` above the stability limit.
+    FloatingPointError
+        The loss became NaN or inf (training diverged).
+    """
+    lr = _check_lr(lr)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0; got {steps!r}.")
+    steps = int(steps)
+    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+        raise ValueError(f"check_every must be a positive integer; got {check_every!r}.")
+    params = [p for _, p in trainable_parameters(model)]
+    if device is not None:
+        device = torch.device(device)
+        model.to(device)
+        if isinstance(x, torch.Tensor):
+            x = x.to(device)
+        if isinstance(y, torch.Tensor):
+            y = y.to(device)
+    xt = as_inputs(x, "x", model=model)
+    n = xt.shape[0]
+    dtype, mdevice = model_dtype_device(model)
+    yt = _as_targets(y, n, dtype, xt.device)
+    record = _record_steps(steps, record_every, record_at)
+
+    n_params = sum(p.numel() for p in params)
+    with _threads(_resolve_threads(threads, xt.device, n, n_params)):
+        lambda_max, limit, losses, residuals = _run(model, xt, yt, params, lr, steps, record,
+                                                    check_stability, lambda_max, check_every, progress)
 
     res = residuals.detach().double().cpu().numpy()
     return TrainResult(

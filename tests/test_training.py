@@ -313,3 +313,14 @@ def test_basri_decay_exponents_empirical():
         fit = ns.fit_power_law(even, lam[even])
         assert abs(fit.exponent - p) < 0.2, f"{name}: fitted exponent {fit.exponent:.3f}, published {p}"
         assert np.abs(lam[3::2]).max() < 1e-10 * lam.max(), f"{name}: odd k >= 3 vanish even at finite width"
+
+
+def test_threads_setting_is_restored():
+    x, y = ns.sine_data(16, [1])
+    model = ns.MLP(1, 8, 1, 1)
+    before = torch.get_num_threads()
+    ns.train(model, x, y, lr=0.01, steps=3)                       # small: one thread inside
+    ns.train(model, x, y, lr=0.01, steps=3, threads=None)
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        ns.train(model, x, y, lr=0.01, steps=3, threads=0)
