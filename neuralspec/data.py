@@ -18,7 +18,7 @@ whose eigenvalues are the DFT of its first row (:func:`circle_spectrum`).
 
 NumPy in, NumPy out, unless a function says otherwise; grids and targets
 are float64 (convert with ``torch.as_tensor(..., dtype=...)`` or let
-:func:`neuralspec.train` convert them to the model's dtype).
+:func:`~neuralspec.training.train` convert them to the model's dtype).
 """
 from __future__ import annotations
 
@@ -274,7 +274,7 @@ def frequency_amplitudes(values: ArrayLike, freqs: Union[None, int, Sequence[int
     ----------
     values : array or tensor of shape (..., N)
         One function per row, e.g. the ``(T, N)`` residuals of
-        :func:`neuralspec.train` (on a :func:`sine_data` or
+        :func:`~neuralspec.training.train` (on a :func:`sine_data` or
         :func:`circle_data` grid).
     freqs : int or sequence of int, optional
         Which frequencies to return (default all, ``0 .. N // 2``); an int

@@ -13,7 +13,7 @@ and gradient descent takes :math:`\theta_{t+1} = \theta_t - \eta\,\nabla L(\thet
 (exactly what ``torch.optim.SGD(params, lr=eta)`` does on this loss with the
 whole training set as one batch). Write :math:`r_t = f_t(X) - y` for the
 residual on the training points and :math:`K = J J^\top` for the empirical
-NTK on them (:func:`neuralspec.ntk`, :math:`J = \partial f(X)/\partial\theta`).
+NTK on them (:func:`~neuralspec.ntk.ntk`, :math:`J = \partial f(X)/\partial\theta`).
 Linearizing the network around its initialization (exact in the infinite-width
 limit, the "lazy" regime) gives
 
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -211,11 +211,11 @@ def check_learning_rate(lr: float, eigvals: ArrayLike, n: int) -> float:
 def ntk_lambda_max(model: nn.Module, x: ArrayLike, *, tol: float = 1e-5, threads="auto") -> float:
     r"""Largest eigenvalue of the empirical NTK on ``x``, without forming the kernel.
 
-    Lanczos (:func:`neuralspec.top_eigenpairs`) on the matrix-free operator
-    :math:`v \mapsto J (J^\top v)` (:func:`neuralspec.ntk_operator` with
+    Lanczos (:func:`~neuralspec.scale.top_eigenpairs`) on the matrix-free operator
+    :math:`v \mapsto J (J^\top v)` (:func:`~neuralspec.scale.ntk_operator` with
     ``matrix_free=True``): one reverse-mode and one forward-mode pass per
     product, about twenty products. Only trainable parameters count, as in
-    :func:`neuralspec.ntk`.
+    :func:`~neuralspec.ntk.ntk`.
 
     Parameters
     ----------
@@ -282,7 +282,6 @@ class TrainResult:
     n: int
     lambda_max: Optional[float] = None
     stability_limit: Optional[float] = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def predictions(self) -> np.ndarray:
@@ -439,7 +438,7 @@ def train(
     threads : "auto", None or int
         Intra-op CPU threads while training (torch's setting is restored
         afterwards). ``"auto"``: one thread on the CPU when a step costs under
-        :data:`SINGLE_THREAD_FLOPS` (about ``6 N P`` for ``P`` parameters),
+        ``SINGLE_THREAD_FLOPS`` (about ``6 N P`` for ``P`` parameters),
         where more threads do not help and, on a busy machine, idle-spinning
         worker threads can slow each step down tenfold or more; otherwise
         torch's setting. ``None``: torch's setting. An int: that many.
@@ -509,8 +508,8 @@ def project_residuals(residuals: ArrayLike, eigvecs: ArrayLike) -> np.ndarray:
     residuals : (T, N) or (N,) array or tensor
         E.g. ``TrainResult.residuals``, or the output of :func:`predict_residuals`.
     eigvecs : (N, k) array or tensor
-        Orthonormal columns :math:`u_i` (e.g. from :func:`neuralspec.eigh`
-        of the NTK, or :func:`neuralspec.fourier_modes`).
+        Orthonormal columns :math:`u_i` (e.g. from :func:`~neuralspec.spectrum.eigh`
+        of the NTK, or :func:`~neuralspec.data.fourier_modes`).
 
     Returns
     -------
@@ -641,7 +640,7 @@ def time_to_learn(
     ----------
     components : (T, k) array
         Residual components over time, e.g. :func:`project_residuals` onto
-        NTK eigenvectors, or :func:`neuralspec.frequency_amplitudes` of the
+        NTK eigenvectors, or :func:`~neuralspec.data.frequency_amplitudes` of the
         residuals. Row 0 is the reference (step ``steps[0]``).
     steps : (T,) array
         The step of each row (``TrainResult.steps``).
