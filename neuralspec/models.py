@@ -239,7 +239,7 @@ ACTIVATIONS: dict = {
 
 
 def get_activation(activation: Union[str, nn.Module, Callable[[], nn.Module]]) -> nn.Module:
-    """An activation module from a name in :data:`ACTIVATIONS`, a module, or a module class."""
+    """An activation module from a name in ``ACTIVATIONS``, a module, or a module class."""
     if isinstance(activation, str):
         key = activation.lower()
         if key not in ACTIVATIONS:
