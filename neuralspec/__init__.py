@@ -15,7 +15,8 @@ from .utils import default_device, on_colab, set_seed
 # --- neural tangent kernel (ntk.py) ---
 from .ntk import ntk, ntk_by_layer, ntk_method
 # --- large spectra and matrix-free NTK (scale.py) ---
-from .scale import KernelOperator, kernel_operator, ntk_matvec, ntk_operator, top_eigenpairs
+from .scale import (BlockKernelOperator, DenseKernelOperator, KernelOperator, MatrixFreeNTKOperator,
+                    kernel_operator, ntk_matvec, ntk_operator, top_eigenpairs)
 # --- training and spectral bias (training.py, data.py) ---
 from .data import (PowerLawFit, circle_data, circle_grid, circle_spectrum, fit_power_law,
                    fourier_modes, frequency_amplitudes, sine_data, sum_of_sines)
@@ -40,6 +41,7 @@ __all__ = [
     "ntk", "ntk_by_layer", "ntk_method",
     # large spectra and matrix-free NTK
     "top_eigenpairs", "kernel_operator", "ntk_operator", "ntk_matvec", "KernelOperator",
+    "DenseKernelOperator", "BlockKernelOperator", "MatrixFreeNTKOperator",
     # training and spectral bias
     "train", "TrainResult", "mse_loss", "ntk_lambda_max", "stability_limit", "check_learning_rate",
     "project_residuals", "predict_residuals", "time_to_learn",

@@ -31,7 +31,9 @@ multiply:
   :math:`g = J^\top v \in \mathbb R^P` and one forward-mode pass (a
   Jacobian-vector product, ``torch.func.jvp``) for :math:`J g`, over chunks
   of points. Memory is :math:`O(N + P)` plus one chunk's activations: no
-  :math:`N \times N` matrix and no :math:`N \times P` Jacobian.
+  :math:`N \times N` matrix and no :math:`N \times P` Jacobian. For stacks
+  of linear layers and activations both passes are done with the per-layer
+  factors of the structured NTK, cached within a memory budget.
 
 :func:`top_eigenpairs` takes any of these, a dense tensor or array, or a
 SciPy ``LinearOperator``, and returns the top :math:`k` eigenpairs in
@@ -58,7 +60,6 @@ __all__ = [
     "ntk_operator",
     "ntk_matvec",
     "top_eigenpairs",
-    "TOPK_METHODS",
 ]
 
 TOPK_METHODS = ("lanczos", "lobpcg")
@@ -345,6 +346,8 @@ class MatrixFreeNTKOperator(KernelOperator):
         self.cache_bytes = _MF_CACHE_BYTES if cache_bytes is None else cache_bytes
         self._cache: Dict[Tuple[int, int], Dict[int, Tuple[torch.Tensor, torch.Tensor]]] = {}
         self._cached_bytes = 0
+        self._store: Optional[Dict[int, Tuple[torch.Tensor, torch.Tensor]]] = None
+        self._n_cache = 0
         self._ops = None
         self.mode = "autodiff"
         if mode != "autodiff":
@@ -369,19 +372,38 @@ class MatrixFreeNTKOperator(KernelOperator):
         return sum(b - a for a, b in self._cache)
 
     def _factors(self, a: int, b: int) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
-        """Per trainable linear layer ``i``: ``(h_i, delta_i)`` on points ``a:b``, cached within budget."""
+        """Per trainable linear layer ``i``: ``(h_i, delta_i)`` on points ``a:b``, cached within budget.
+
+        The cache is one preallocated ``(n_cache, width)`` tensor per factor, filled chunk by
+        chunk: cached chunks are views into it, so the cache neither fragments the heap nor
+        outgrows ``cache_bytes``.
+        """
         key = (a, b)
         if key in self._cache:
             return self._cache[key]
         from .ntk import _structured_features
 
         feats, _ = _structured_features(self._ops, self.x[a:b])
-        size = sum(h.numel() * h.element_size() + d.numel() * d.element_size() for h, d in feats.values())
-        if self._cached_bytes + size <= self.cache_bytes:
-            # own the storage (a slice of the input would keep all of it alive)
-            feats = {i: (h.contiguous(), d.contiguous()) for i, (h, d) in feats.items()}
-            self._cache[key] = feats
-            self._cached_bytes += size
+        if self._store is None:  # first chunk: size the cache from the factors' widths
+            per_point = sum((h.shape[1] + d.shape[1]) * h.element_size() for h, d in feats.values())
+            n_cache = min(self.shape[0], self.cache_bytes // max(1, per_point))
+            if n_cache < self.shape[0]:  # whole chunks only (chunks start at multiples of chunk_size)
+                n_cache -= n_cache % self.chunk_size
+            self._store = {i: (torch.empty(n_cache, h.shape[1], dtype=h.dtype, device=h.device),
+                               torch.empty(n_cache, d.shape[1], dtype=d.dtype, device=d.device))
+                           for i, (h, d) in feats.items()} if n_cache > 0 else {}
+            self._n_cache = n_cache
+        if b <= self._n_cache:
+            cached = {}
+            for i, (h, d) in feats.items():
+                H, D = self._store[i]
+                H[a:b].copy_(h)
+                D[a:b].copy_(d)
+                cached[i] = (H[a:b], D[a:b])
+            self._cache[key] = cached
+            self._cached_bytes += sum(h.numel() * h.element_size() + d.numel() * d.element_size()
+                                      for h, d in feats.values())
+            return cached
         return feats
 
     def _structured_matmat(self, V: torch.Tensor, blocks) -> torch.Tensor:
@@ -419,6 +441,7 @@ class MatrixFreeNTKOperator(KernelOperator):
         sub = MatrixFreeNTKOperator.__new__(MatrixFreeNTKOperator)
         sub.__dict__.update(self.__dict__)
         sub.x, sub.shape, sub._cache, sub._cached_bytes = self.x[:k], (k, k), {}, 0
+        sub._store, sub._n_cache = None, 0
         g = torch.Generator().manual_seed(0)
         v = torch.randn(k, 2, generator=g, dtype=torch.float64).to(self.dtype).to(self.device)
         blocks = _blocks(k, k)
