@@ -27,6 +27,7 @@ import argparse
 import math
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -441,8 +442,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--large", action="store_true",
                    help="also N=20000 top-50 (held kernel) and N=100000 top-10 (matrix-free)")
     p.add_argument("--sections", default=None,
-                   help="comma-separated subset of ntk,eig,large to run (default ntk,eig, plus large "
-                        "with --large)")
+                   help="comma-separated subset of ntk,eig,large,explorer to run (default "
+                        "ntk,eig,explorer, plus large with --large)")
     p.add_argument("--large-n", type=int, default=20000)
     p.add_argument("--large-k", type=int, default=50)
     p.add_argument("--large-solver", choices=["lanczos", "lobpcg"], default="lanczos")
@@ -480,10 +481,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     isolate = (not quick) if args.isolate is None else args.isolate
     device = str(args.device or default_device())
     sections = ({t.strip() for t in args.sections.split(",") if t.strip()} if args.sections
-                else {"ntk", "eig"} | ({"large"} if args.large else set()))
-    if sections - {"ntk", "eig", "large"}:
-        raise SystemExit(f"--sections: unknown {sorted(sections - {'ntk', 'eig', 'large'})}; "
-                         "choose from ntk, eig, large")
+                else {"ntk", "eig", "explorer"} | ({"large"} if args.large else set()))
+    known = {"ntk", "eig", "large", "explorer"}
+    if sections - known:
+        raise SystemExit(f"--sections: unknown {sorted(sections - known)}; "
+                         "choose from ntk, eig, large, explorer")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in ("ntk", "recipe", "loop")]
     if bad:
@@ -686,6 +688,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "peak (MiB)", "residual", "note"], lrows))
         emit()
 
+    # ---------------- 4. the explorer ----------------
+    if "explorer" in sections:
+        emit("## 4. Interactive explorer: one update")
+        emit()
+        emit("`neuralspec.widgets.KernelExplorer` at its default settings (the NTK of an RFF-MLP, "
+             "scale 10, width 256, depth 2, 200 points); one update = set the scale slider, recompute "
+             "the kernel and its spectrum, redraw the figure. Wall time in this process, after one "
+             "warm-up update.")
+        emit()
+        erows = _explorer_rows(repeats=3 if quick else 9)
+        emit(_markdown(["settings", "updates", "median (s)", "max (s)", "target"], erows))
+        emit()
+
     # ---------------- targets ----------------
     emit("## Targets")
     emit()
@@ -716,6 +731,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         with open(args.out, "w") as f:
             f.write("\n".join(out_lines) + "\n")
     return 0
+
+
+def _explorer_rows(repeats: int) -> List[List[str]]:
+    """Time explorer updates (wall clock) at the default settings and one heavier one."""
+    try:
+        from .widgets import KernelExplorer
+    except ImportError as err:  # ipywidgets not installed
+        return [["-", "0", "-", "-", f"skipped: {err}"]]
+    rows = []
+    for label, changes in [("default", {}), ("400 points", dict(n_points=400))]:
+        ex = KernelExplorer(**changes)
+        times = []
+        for i in range(repeats + 1):
+            t0 = time.perf_counter()
+            ex.controls["scale"].value = 9.0 + (i % 3)
+            if i:  # the first update warms up
+                times.append(time.perf_counter() - t0)
+        rows.append([label, str(len(times)), f"{statistics.median(times):.3f}", f"{max(times):.3f}", "< 1 s"])
+    return rows
 
 
 def _mf_mode_name(in_features: int) -> str:
