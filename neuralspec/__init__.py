@@ -10,7 +10,7 @@ from .kernels import conjugate_kernel, feature_kernel, readout_features
 from .models import LFF, MLP, RFF, RFFMLP, NTKLinear, Sine, get_activation
 from .plotting import plot_eigenfunctions, plot_features, plot_kernel, plot_spectrum, use_style
 from .spectrum import effective_rank, eigenvalues, eigh, numerical_floor, numerical_rank
-from .utils import default_device, on_colab, set_seed
+from .utils import default_device, on_colab, set_seed, torch_threads
 
 # --- neural tangent kernel (ntk.py) ---
 from .ntk import ntk, ntk_by_layer, ntk_method
@@ -35,7 +35,7 @@ __all__ = [
     # figures
     "plot_kernel", "plot_spectrum", "plot_eigenfunctions", "plot_features", "use_style",
     # utilities
-    "set_seed", "default_device", "on_colab",
+    "set_seed", "default_device", "on_colab", "torch_threads",
     "analytic",
     # neural tangent kernel
     "ntk", "ntk_by_layer", "ntk_method",

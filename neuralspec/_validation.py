@@ -17,6 +17,7 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 __all__ = [
     "ArrayLike",
     "as_inputs",
+    "as_real_array",
     "check_finite",
     "check_square_symmetric",
     "infer_in_features",
@@ -63,6 +64,17 @@ def trainable_parameters(model: nn.Module):
             "zero. Unfreeze a layer with layer.requires_grad_(True)."
         )
     return params
+
+
+def as_real_array(a, name: str) -> np.ndarray:
+    """A tensor, array or list of real numbers as a float64 NumPy array (a clear error otherwise)."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    arr = np.asarray(a)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
+                                   or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}.")
+    return arr.astype(np.float64)
 
 
 def check_finite(t: torch.Tensor, name: str, what: str = "") -> None:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ._validation import ArrayLike, as_inputs
+from .models import resolve_init
 
 __all__ = [
     "rff_kernel",
@@ -725,14 +726,7 @@ def mlp_kernels(
     xt, x2t = _inputs(x, x2)
     depth = _check_positive_int(depth, "depth")
     width = _check_positive_int(width, "width", allow_none=True)
-    if parameterization not in ("standard", "ntk"):
-        raise ValueError(f"parameterization must be 'standard' or 'ntk'; got {parameterization!r}.")
-    if init is None:
-        init = "torch" if parameterization == "standard" else "gaussian"
-    if init not in ("torch", "gaussian"):
-        raise ValueError(f"init must be 'torch' or 'gaussian'; got {init!r}.")
-    if parameterization == "ntk" and init != "gaussian":
-        raise ValueError("the 'ntk' parameterization uses Gaussian init only (init='gaussian').")
+    init = resolve_init(parameterization, init)
     if not isinstance(bias, bool):
         raise TypeError(f"bias must be True or False; got {bias!r}.")
     if first_layer not in ("exact", "gaussian"):

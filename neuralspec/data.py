@@ -28,7 +28,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ._validation import ArrayLike
+from ._validation import ArrayLike, as_real_array
 
 __all__ = [
     "sum_of_sines",
@@ -43,16 +43,6 @@ __all__ = [
 ]
 
 
-def _np(a, name: str) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().numpy()
-    arr = np.asarray(a)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
-                                   or np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}.")
-    return arr.astype(np.float64)
-
-
 def _check_n(n, name: str = "n", minimum: int = 1) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {n!r}.")
@@ -60,7 +50,7 @@ def _check_n(n, name: str = "n", minimum: int = 1) -> int:
 
 
 def _coefficients(freqs, amplitudes, phases) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    f = _np(freqs, "freqs").reshape(-1) if np.ndim(freqs) else _np([freqs], "freqs")
+    f = as_real_array(freqs, "freqs").reshape(-1) if np.ndim(freqs) else as_real_array([freqs], "freqs")
     if f.size == 0:
         raise ValueError("freqs is empty; give at least one frequency.")
     if not np.all(np.isfinite(f)) or np.any(f < 0):
@@ -69,7 +59,7 @@ def _coefficients(freqs, amplitudes, phases) -> Tuple[np.ndarray, np.ndarray, np
     def match(v, name, default):
         if v is None:
             return np.full(f.shape, default)
-        a = _np(v, name).reshape(-1) if np.ndim(v) else np.full(f.shape, float(v))
+        a = as_real_array(v, name).reshape(-1) if np.ndim(v) else np.full(f.shape, float(v))
         if a.shape != f.shape:
             raise ValueError(
                 f"{name} must have one entry per frequency ({f.size}); got {a.size}."
@@ -115,7 +105,7 @@ def sum_of_sines(
     numpy.ndarray
         ``(N,)``, float64.
     """
-    tt = _np(t, "t")
+    tt = as_real_array(t, "t")
     if tt.ndim == 2 and tt.shape[1] == 1:
         tt = tt[:, 0]
     if tt.ndim != 1:
@@ -285,7 +275,7 @@ def frequency_amplitudes(values: ArrayLike, freqs: Union[None, int, Sequence[int
     numpy.ndarray
         ``(..., len(freqs))``, float64.
     """
-    v = _np(values, "values")
+    v = as_real_array(values, "values")
     if v.ndim < 1 or v.shape[-1] < 2:
         raise ValueError(f"values must have shape (..., N) with N >= 2 samples; got {v.shape}.")
     if not np.all(np.isfinite(v)):
@@ -353,7 +343,7 @@ def circle_spectrum(
         ``(N // 2 + 1,)`` float64, the eigenvalue of each frequency (not
         sorted: sorted by frequency).
     """
-    Kn = _np(K, "K")
+    Kn = as_real_array(K, "K")
     if not np.all(np.isfinite(Kn)):
         raise ValueError("K contains NaN or inf; expected a finite kernel matrix.")
     if Kn.ndim == 1:
@@ -404,7 +394,7 @@ class PowerLawFit(NamedTuple):
 
     def __call__(self, k: ArrayLike) -> np.ndarray:
         """The fitted law at ``k``."""
-        return self.prefactor * _np(k, "k") ** self.exponent
+        return self.prefactor * as_real_array(k, "k") ** self.exponent
 
 
 def fit_power_law(k: ArrayLike, values: ArrayLike) -> PowerLawFit:
@@ -429,8 +419,8 @@ def fit_power_law(k: ArrayLike, values: ArrayLike) -> PowerLawFit:
     PowerLawFit
         ``exponent`` (``p``), ``prefactor`` (``e^c``), ``rms_log_residual``.
     """
-    kk = _np(k, "k").reshape(-1)
-    vv = _np(values, "values").reshape(-1)
+    kk = as_real_array(k, "k").reshape(-1)
+    vv = as_real_array(values, "values").reshape(-1)
     if kk.shape != vv.shape:
         raise ValueError(f"k and values must have the same length; got {kk.size} and {vv.size}.")
     if not (np.all(np.isfinite(kk)) and np.all(np.isfinite(vv))):

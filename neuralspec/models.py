@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["LFF", "RFF", "RFFMLP", "MLP", "NTKLinear", "Sine", "get_activation", "ACTIVATIONS"]
+__all__ = ["LFF", "RFF", "RFFMLP", "MLP", "NTKLinear", "Sine", "get_activation", "resolve_init", "ACTIVATIONS"]
 
 
 def _check_positive_int(value, name: str) -> int:
@@ -257,6 +257,22 @@ def get_activation(activation: Union[str, nn.Module, Callable[[], nn.Module]]) -
     )
 
 
+def resolve_init(parameterization: str, init: Optional[str]) -> str:
+    """Check a (parameterization, init) pair of :class:`MLP` and fill in the default init.
+
+    ``"standard"`` defaults to PyTorch's ``"torch"`` init, ``"ntk"`` has only ``"gaussian"``.
+    """
+    if parameterization not in ("standard", "ntk"):
+        raise ValueError(f"parameterization must be 'standard' or 'ntk'; got {parameterization!r}.")
+    if init is None:
+        init = "torch" if parameterization == "standard" else "gaussian"
+    if init not in ("torch", "gaussian"):
+        raise ValueError(f"init must be 'torch' or 'gaussian'; got {init!r}.")
+    if parameterization == "ntk" and init != "gaussian":
+        raise ValueError("the 'ntk' parameterization uses Gaussian init only (init='gaussian').")
+    return init
+
+
 class MLP(_Stack):
     r"""A fully connected network with ``latent_layers`` hidden layers and a linear readout.
 
@@ -309,16 +325,7 @@ class MLP(_Stack):
         for v, n in [(in_features, "in_features"), (latent_features, "latent_features"),
                      (latent_layers, "latent_layers"), (out_features, "out_features")]:
             _check_positive_int(v, n)
-        if parameterization not in ("standard", "ntk"):
-            raise ValueError(
-                f"parameterization must be 'standard' or 'ntk'; got {parameterization!r}."
-            )
-        if init is None:
-            init = "torch" if parameterization == "standard" else "gaussian"
-        if init not in ("torch", "gaussian"):
-            raise ValueError(f"init must be 'torch' or 'gaussian'; got {init!r}.")
-        if parameterization == "ntk" and init != "gaussian":
-            raise ValueError("the 'ntk' parameterization uses Gaussian init only (init='gaussian').")
+        init = resolve_init(parameterization, init)
         dims = [in_features] + [latent_features] * latent_layers + [out_features]
         layers: list = []
         for i, (n_in, n_out) in enumerate(zip(dims[:-1], dims[1:])):

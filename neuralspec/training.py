@@ -35,16 +35,16 @@ bias, read off the kernel's spectrum.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._validation import ArrayLike, as_inputs, model_dtype_device, trainable_parameters
+from ._validation import ArrayLike, as_inputs, as_real_array, model_dtype_device, trainable_parameters
+from .utils import torch_threads
 
 __all__ = [
     "TrainResult",
@@ -62,16 +62,6 @@ __all__ = [
 # ----------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------
-
-def _to_np(a, name: str) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().numpy()
-    arr = np.asarray(a)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
-                                   or np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}.")
-    return arr.astype(np.float64)
-
 
 def _check_lr(lr) -> float:
     if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not math.isfinite(lr) or lr <= 0:
@@ -135,20 +125,6 @@ def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 SINGLE_THREAD_FLOPS = 1e8
 
 
-@contextlib.contextmanager
-def _threads(n: Optional[int]) -> Iterator[None]:
-    """Run with ``n`` intra-op CPU threads, restoring torch's setting afterwards."""
-    old = torch.get_num_threads()
-    if n is None or n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _resolve_threads(threads, device: torch.device, n: int, n_params: int) -> Optional[int]:
     if threads is None:
         return None
@@ -182,7 +158,7 @@ def stability_limit(eigvals: ArrayLike, n: int) -> float:
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n (the number of training points) must be a positive integer; got {n!r}.")
-    ev = _to_np(eigvals, "eigvals").reshape(-1)
+    ev = as_real_array(eigvals, "eigvals").reshape(-1)
     if ev.size == 0 or not np.all(np.isfinite(ev)):
         raise ValueError("eigvals must be a non-empty array of finite numbers.")
     lam = float(ev.max())
@@ -232,7 +208,7 @@ def ntk_lambda_max(model: nn.Module, x: ArrayLike, *, tol: float = 1e-5, threads
     params = trainable_parameters(model)
     xt = as_inputs(x, "x", model=model)
     n_params = sum(p.numel() for _, p in params)
-    with _threads(_resolve_threads(threads, xt.device, xt.shape[0], n_params)):
+    with torch_threads(_resolve_threads(threads, xt.device, xt.shape[0], n_params)):
         with torch.no_grad():
             _forward(model, xt)  # a scalar-output model, or a clear error
         if xt.shape[0] == 1:
@@ -478,7 +454,7 @@ def train(
     record = _record_steps(steps, record_every, record_at)
 
     n_params = sum(p.numel() for p in params)
-    with _threads(_resolve_threads(threads, xt.device, n, n_params)):
+    with torch_threads(_resolve_threads(threads, xt.device, n, n_params)):
         lambda_max, limit, losses, residuals = _run(model, xt, yt, params, lr, steps, record,
                                                     check_stability, lambda_max, check_every, progress)
 
@@ -516,8 +492,8 @@ def project_residuals(residuals: ArrayLike, eigvecs: ArrayLike) -> np.ndarray:
     numpy.ndarray
         ``(T, k)`` (or ``(k,)`` for a single residual), float64.
     """
-    R = _to_np(residuals, "residuals")
-    U = _to_np(eigvecs, "eigvecs")
+    R = as_real_array(residuals, "residuals")
+    U = as_real_array(eigvecs, "eigvecs")
     if U.ndim != 2:
         raise ValueError(f"eigvecs must be an (N, k) matrix with one eigenvector per column; got shape {U.shape}.")
     if R.ndim not in (1, 2) or R.shape[-1] != U.shape[0]:
@@ -586,9 +562,9 @@ def predict_residuals(
         steps), mismatched shapes, or a clearly negative eigenvalue.
     """
     lr = _check_lr(lr)
-    lam = _to_np(eigvals, "eigvals").reshape(-1)
-    U = _to_np(eigvecs, "eigvecs")
-    r = _to_np(r0, "r0")
+    lam = as_real_array(eigvals, "eigvals").reshape(-1)
+    U = as_real_array(eigvecs, "eigvecs")
+    r = as_real_array(r0, "r0")
     if U.ndim != 2 or U.shape[1] != lam.size:
         raise ValueError(
             f"eigvecs must be (N, k) with k = len(eigvals) = {lam.size}; got shape {U.shape}."
@@ -612,7 +588,7 @@ def predict_residuals(
             raise ValueError(f"steps must be an integer >= 0 or a sequence of steps; got {steps!r}.")
         ts = np.arange(int(steps) + 1, dtype=np.float64)
     else:
-        ts = _to_np(steps, "steps").reshape(-1)
+        ts = as_real_array(steps, "steps").reshape(-1)
         if np.any(ts < 0) or not np.all(np.isfinite(ts)):
             raise ValueError("steps must be finite and >= 0.")
         if not continuous and np.any(ts != np.round(ts)):
@@ -653,8 +629,8 @@ def time_to_learn(
         ``(k,)`` float64: the step, ``inf`` if never reached within the
         run, ``nan`` where the initial component is zero (nothing to learn).
     """
-    C = np.abs(_to_np(components, "components"))
-    s = _to_np(steps, "steps").reshape(-1)
+    C = np.abs(as_real_array(components, "components"))
+    s = as_real_array(steps, "steps").reshape(-1)
     if C.ndim != 2 or C.shape[0] != s.size:
         raise ValueError(
             f"components must be (T, k) with T = len(steps) = {s.size}; got shape {C.shape}."

@@ -63,6 +63,7 @@ from torch import nn
 from .kernels import conjugate_kernel, feature_kernel
 from .models import ACTIVATIONS, LFF, MLP, RFF, RFFMLP, get_activation
 from .spectrum import effective_rank, eigh, numerical_floor, numerical_rank
+from .utils import torch_threads
 
 __all__ = [
     "MODELS",
@@ -397,24 +398,11 @@ def explore(settings: Union[ExplorerSettings, Mapping[str, Any], None] = None, *
     # way, but immune to the erratic slowdowns of idle-spinning worker threads
     # on a busy machine (measured: 0.03 s vs 0.1-1.4 s on a loaded 2-core CPU).
     small = dev.type == "cpu" and s.n_points <= _SINGLE_THREAD_POINTS
-    with _torch_threads(1 if small else None):
+    with torch_threads(1 if small else None):
         return _explore(s, dev)
 
 
 _SINGLE_THREAD_POINTS = 512
-
-
-@contextlib.contextmanager
-def _torch_threads(n: Optional[int]) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if n is None or n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _explore(s: ExplorerSettings, dev: torch.device) -> ExplorerData:
