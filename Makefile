@@ -6,8 +6,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
+# Chapters must draw with the notebook (inline) backend: a non-interactive
+# backend inherited from the environment would execute every cell and draw no figure.
+unexport MPLBACKEND
 
 .PHONY: book test unit notebooks browser bench clean venv
 

@@ -49,6 +49,7 @@ HTML = Path(os.environ.get("NEURALSPEC_BOOK_HTML", ROOT / "_build" / "html")).re
 TOC = Path(os.environ.get("NEURALSPEC_BOOK_TOC", ROOT / "_toc.yml")).resolve()
 SHOTS = Path(os.environ.get("NEURALSPEC_SCREENSHOTS", HTML.parent / "screenshots")).resolve()
 COLAB = "https://colab.research.google.com/github/"
+MIN_FIGURES = 2  # every chapter draws at least two figures
 # The flags measured to work for Debian's chromium here (see ../shared/GUIDE.md).
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
@@ -256,6 +257,14 @@ def test_page(doc: str, server: str, browser) -> None:
         assert images, f"{doc}: a chapter page should show images (figures, the Colab badge); found none"
         broken = [i["src"] for i in images if not (i["complete"] and i["width"] > 0 and i["height"] > 0)]
         assert not broken, f"{doc}: images not loaded or of zero size: {broken}"
+        # The figures themselves: images in cell outputs. (A kernel started with a
+        # non-inline matplotlib backend, e.g. MPLBACKEND=Agg in the environment,
+        # executes every cell and produces no figure at all.)
+        figures = page.evaluate("""() => Array.from(
+            document.querySelectorAll('article.bd-article .cell_output img')).filter(
+                img => img.complete && img.naturalWidth >= 200 && img.naturalHeight >= 100).length""")
+        assert figures >= MIN_FIGURES, (
+            f"{doc}: {figures} figure(s) in the cell outputs; every chapter shows at least {MIN_FIGURES}")
 
         notebook = f"{COLAB}neuralspec/neuralspec/blob/main/{doc}.ipynb"
         badge = page.locator(f'article.bd-article a[href="{notebook}"] img')
