@@ -77,16 +77,30 @@ def as_real_array(a, name: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
+_FINITE_CHUNK = 2**22  # elements checked at a time: bounded temporaries for large kernels
+
+
 def check_finite(t: torch.Tensor, name: str, what: str = "") -> None:
-    """Raise ``ValueError`` if ``t`` holds NaN or inf."""
-    if t.is_floating_point() or t.is_complex():
-        if not bool(torch.isfinite(t).all()):
-            n_nan = int(torch.isnan(t).sum())
-            n_inf = int(torch.isinf(t).sum())
-            raise ValueError(
-                f"{name} contains non-finite values ({n_nan} NaN, {n_inf} inf)"
-                f"{what}; expected only finite numbers."
-            )
+    """Raise ``ValueError`` if ``t`` holds NaN or inf.
+
+    Large tensors are checked in row blocks of about ``2**22`` elements, so the
+    check of an N x N kernel allocates a few MB, not several copies of it.
+    """
+    if not (t.is_floating_point() or t.is_complex()):
+        return
+    if t.dim() == 0 or t.numel() <= _FINITE_CHUNK:
+        blocks = [t]
+    else:
+        rows = max(1, _FINITE_CHUNK // max(1, t[0].numel()))
+        blocks = torch.split(t, rows, dim=0)
+    if all(bool(torch.isfinite(b).all()) for b in blocks):
+        return
+    n_nan = sum(int(torch.isnan(b).sum()) for b in blocks)
+    n_inf = sum(int(torch.isinf(b).sum()) for b in blocks)
+    raise ValueError(
+        f"{name} contains non-finite values ({n_nan} NaN, {n_inf} inf)"
+        f"{what}; expected only finite numbers."
+    )
 
 
 def as_inputs(

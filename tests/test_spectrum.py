@@ -121,3 +121,16 @@ def test_plotting_helpers_label_everything():
     ax = ns.plot_features(x, ns.RFF(1, 20, 5)(x), k=4, ax=axes[3])
     assert len(ax.lines) == 4
     plt.close(fig)
+
+
+def test_check_finite_in_blocks_finds_every_bad_value():
+    from neuralspec import _validation as v
+
+    K = torch.zeros(3000, 2000)  # 6e6 elements: checked in blocks
+    K[2999, 1999] = float("nan")
+    K[5, 7] = float("inf")
+    with pytest.raises(ValueError, match=r"1 NaN, 1 inf"):
+        v.check_finite(K, "K")
+    v.check_finite(torch.zeros(3000, 2000), "K")  # finite: no error
+    with pytest.raises(ValueError, match="NaN"):
+        v.check_finite(torch.tensor(float("nan")), "a scalar")
