@@ -11,13 +11,9 @@ from .models import LFF, MLP, RFF, RFFMLP, NTKLinear, Sine, get_activation
 from .plotting import plot_eigenfunctions, plot_features, plot_kernel, plot_spectrum, use_style
 from .spectrum import effective_rank, eigenvalues, eigh, numerical_floor, numerical_rank
 from .utils import default_device, on_colab, set_seed, torch_threads
-
-# --- neural tangent kernel (ntk.py) ---
 from .ntk import ntk, ntk_by_layer, ntk_method
-# --- large spectra and matrix-free NTK (scale.py) ---
 from .scale import (BlockKernelOperator, DenseKernelOperator, KernelOperator, MatrixFreeNTKOperator,
                     kernel_operator, ntk_matvec, ntk_operator, top_eigenpairs)
-# --- training and spectral bias (training.py, data.py) ---
 from .data import (PowerLawFit, circle_data, circle_grid, circle_spectrum, fit_power_law,
                    fourier_modes, frequency_amplitudes, sine_data, sum_of_sines)
 from .training import (TrainResult, check_learning_rate, mse_loss, ntk_lambda_max, predict_residuals,
