@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from ._validation import ArrayLike, as_inputs, check_finite, model_dtype_device, trainable_parameters
+from .ntk import _blocks
 
 __all__ = [
     "KernelOperator",
@@ -85,8 +86,6 @@ def _check_positive_int(value, name: str, allow_none: bool = True) -> None:
         raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}; got {value!r}.")
 
 
-def _blocks(n: int, c: int) -> List[Tuple[int, int]]:
-    return [(i, min(i + c, n)) for i in range(0, n, c)]
 
 
 def _check_symmetric_blockwise(K: torch.Tensor, name: str, rtol: Optional[float] = None,
