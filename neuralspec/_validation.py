@@ -6,6 +6,7 @@ silently or returning a wrong answer.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple, Union
 
 import numpy as np
@@ -18,6 +19,8 @@ __all__ = [
     "ArrayLike",
     "as_inputs",
     "as_real_array",
+    "check_positive",
+    "check_positive_int",
     "check_finite",
     "check_square_symmetric",
     "infer_in_features",
@@ -75,6 +78,24 @@ def as_real_array(a, name: str) -> np.ndarray:
                                    or np.issubdtype(arr.dtype, np.integer)):
         raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}.")
     return arr.astype(np.float64)
+
+
+def check_positive_int(value, name: str, allow_none: bool = False) -> Optional[int]:
+    """``value`` as an ``int`` if it is a positive integer (or ``None`` when allowed); else ``ValueError``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}; "
+                         f"got {value!r}.")
+    return int(value)
+
+
+def check_positive(value, name: str) -> float:
+    """``value`` as a ``float`` if it is a positive finite number; else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number; got {value!r}.")
+    return float(value)
 
 
 _FINITE_CHUNK = 2**22  # elements checked at a time: bounded temporaries for large kernels

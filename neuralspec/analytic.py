@@ -36,7 +36,7 @@ from typing import NamedTuple, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ._validation import ArrayLike, as_inputs
+from ._validation import ArrayLike, as_inputs, check_positive, check_positive_int
 from .models import resolve_init
 
 __all__ = [
@@ -70,24 +70,10 @@ def _sinc_prod(a: float, d: torch.Tensor) -> torch.Tensor:
     return torch.sinc(a * d).prod(dim=-1)
 
 
-def _check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number; got {value!r}.")
-    return float(value)
-
-
 def _check_nonnegative(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
     return float(value)
-
-
-def _check_positive_int(value, name: str, allow_none: bool = False) -> Optional[int]:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    return int(value)
 
 
 def _inputs(x: ArrayLike, x2: Optional[ArrayLike]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -147,8 +133,8 @@ def rff_kernel(
     """
     xt, x2t = _inputs(x, x2)
     x2t = xt if x2t is None else x2t
-    if not (math.isfinite(scale) and scale > 0) or not (math.isfinite(phase_range) and phase_range > 0):
-        raise ValueError(f"scale and phase_range must be positive; got {scale!r}, {phase_range!r}.")
+    check_positive(scale, "scale")
+    check_positive(phase_range, "phase_range")
     a = scale / xt.shape[1]
     diff = xt[:, None, :] - x2t[None, :, :]
     summ = xt[:, None, :] + x2t[None, :, :]
@@ -516,11 +502,11 @@ def dense_kernels(
     bias : bool
         Whether the layer has a bias.
     """
-    w_std = _check_positive(w_std, "w_std")
+    w_std = check_positive(w_std, "w_std")
     b_std = _check_nonnegative(b_std, "b_std")
     if parameterization not in ("ntk", "standard"):
         raise ValueError(f"parameterization must be 'ntk' or 'standard'; got {parameterization!r}.")
-    fan_in = _check_positive_int(fan_in, "fan_in", allow_none=True)
+    fan_in = check_positive_int(fan_in, "fan_in", allow_none=True)
     wv, bv = w_std ** 2, (b_std ** 2 if bias else 0.0)
     nngp = wv * k.nngp + bv
     if k.ntk is None:
@@ -724,8 +710,8 @@ def mlp_kernels(
     >>> ck, ntk = mlp_kernels(x, depth=2, parameterization="ntk")
     """
     xt, x2t = _inputs(x, x2)
-    depth = _check_positive_int(depth, "depth")
-    width = _check_positive_int(width, "width", allow_none=True)
+    depth = check_positive_int(depth, "depth")
+    width = check_positive_int(width, "width", allow_none=True)
     init = resolve_init(parameterization, init)
     if not isinstance(bias, bool):
         raise TypeError(f"bias must be True or False; got {bias!r}.")
@@ -751,7 +737,7 @@ def mlp_kernels(
                     "bias=False use first_layer='gaussian'."
                 )
     else:
-        sw = math.sqrt(2.0) if w_std is None else _check_positive(w_std, "w_std")
+        sw = math.sqrt(2.0) if w_std is None else check_positive(w_std, "w_std")
         sb = 0.1 if b_std is None else _check_nonnegative(b_std, "b_std")
         sb0 = sb
     if init == "torch" and first_layer == "exact":
@@ -830,10 +816,10 @@ def rffmlp_kernels(
         ``(ck, ntk)``, each ``(N, N2)``, in ``x``'s dtype and on its device.
     """
     xt, x2t = _inputs(x, x2)
-    scale = _check_positive(scale, "scale")
-    phase_range = _check_positive(phase_range, "phase_range")
-    latent_layers = _check_positive_int(latent_layers, "latent_layers")
-    width = _check_positive_int(width, "width", allow_none=True)
+    scale = check_positive(scale, "scale")
+    phase_range = check_positive(phase_range, "phase_range")
+    latent_layers = check_positive_int(latent_layers, "latent_layers")
+    width = check_positive_int(width, "width", allow_none=True)
     sb = _torch_hidden_bias(hidden_bias, width)
     a = xt.detach().cpu().double()
     b = None if x2t is None else x2t.detach().cpu().double()

@@ -13,13 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._validation import check_positive, check_positive_int
+
 __all__ = ["LFF", "RFF", "RFFMLP", "MLP", "NTKLinear", "Sine", "get_activation", "resolve_init", "ACTIVATIONS"]
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    return value
 
 
 def _check_features(x: torch.Tensor, expected: int, who: str) -> None:
@@ -59,18 +55,16 @@ class LFF(nn.Module):
     def __init__(self, in_features: int, mapping_size: int, scale: float = 1.0, *,
                  phase_range: float = 1.0) -> None:
         super().__init__()
-        _check_positive_int(in_features, "in_features")
-        _check_positive_int(mapping_size, "mapping_size")
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a positive finite number; got {scale!r}.")
+        check_positive_int(in_features, "in_features")
+        check_positive_int(mapping_size, "mapping_size")
+        check_positive(scale, "scale")
         self.in_features = in_features
         self.out_features = mapping_size
         self.mapping_size = mapping_size
         # The seed's attribute names, kept for readers following the notes.
         self.input_dim = in_features
         self.output_dim = mapping_size
-        if not (isinstance(phase_range, (int, float)) and math.isfinite(phase_range) and phase_range > 0):
-            raise ValueError(f"phase_range must be a positive finite number; got {phase_range!r}.")
+        check_positive(phase_range, "phase_range")
         self.scale = float(scale)
         self.phase_range = float(phase_range)
         self.linear = nn.Linear(in_features, mapping_size)
@@ -159,9 +153,9 @@ class RFFMLP(_Stack):
         *,
         learnable_features: bool = False,
     ) -> None:
-        _check_positive_int(latent_layers, "latent_layers")
-        _check_positive_int(latent_features, "latent_features")
-        _check_positive_int(out_features, "out_features")
+        check_positive_int(latent_layers, "latent_layers")
+        check_positive_int(latent_features, "latent_features")
+        check_positive_int(out_features, "out_features")
         feat_cls = LFF if learnable_features else RFF
         layers: list = [feat_cls(in_features, latent_features, scale=in_scale)]
         dims_out = [latent_features] * (latent_layers - 1) + [out_features]
@@ -192,8 +186,8 @@ class NTKLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  w_std: float = 1.0, b_std: float = 0.0) -> None:
         super().__init__()
-        _check_positive_int(in_features, "in_features")
-        _check_positive_int(out_features, "out_features")
+        check_positive_int(in_features, "in_features")
+        check_positive_int(out_features, "out_features")
         self.in_features = in_features
         self.out_features = out_features
         self.w_std = float(w_std)
@@ -324,7 +318,7 @@ class MLP(_Stack):
     ) -> None:
         for v, n in [(in_features, "in_features"), (latent_features, "latent_features"),
                      (latent_layers, "latent_layers"), (out_features, "out_features")]:
-            _check_positive_int(v, n)
+            check_positive_int(v, n)
         init = resolve_init(parameterization, init)
         dims = [in_features] + [latent_features] * latent_layers + [out_features]
         layers: list = []

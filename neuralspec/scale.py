@@ -49,7 +49,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import ArrayLike, as_inputs, check_finite, model_dtype_device, trainable_parameters
+from ._validation import (ArrayLike, as_inputs, check_finite, check_positive_int, model_dtype_device,
+                          trainable_parameters)
 from .ntk import _blocks
 
 __all__ = [
@@ -77,13 +78,6 @@ _BLOCK_BYTES = 128 * 2**20
 # _PROGRESS_N points, or a matrix-free NTK of _PROGRESS_N_MF points.
 _PROGRESS_N = 20000
 _PROGRESS_N_MF = 2000
-
-
-def _check_positive_int(value, name: str, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}; got {value!r}.")
 
 
 
@@ -577,7 +571,7 @@ def kernel_operator(
     """
     if not callable(kernel_fn):
         raise TypeError(f"kernel_fn must be callable as kernel_fn(xa, xb); got {type(kernel_fn).__name__}.")
-    _check_positive_int(block_size, "block_size")
+    check_positive_int(block_size, "block_size", allow_none=True)
     xt = as_inputs(x, "x", dtype=None if isinstance(x, torch.Tensor) else torch.float64)
     n = xt.shape[0]
     K0 = _call_kernel(kernel_fn, xt[:1], xt[:1], (1, 1))
@@ -671,7 +665,7 @@ def ntk_operator(
     KernelOperator
     """
     trainable_parameters(model)
-    _check_positive_int(block_size, "block_size")
+    check_positive_int(block_size, "block_size", allow_none=True)
     xt = as_inputs(x, "x", model=model)
     from .ntk import METHODS, ntk
 
@@ -924,8 +918,8 @@ def top_eigenpairs(
     k = int(k)
     if tol is not None and not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
         raise ValueError(f"tol must be a non-negative number or None; got {tol!r}.")
-    _check_positive_int(maxiter, "maxiter")
-    _check_positive_int(ncv, "ncv")
+    check_positive_int(maxiter, "maxiter", allow_none=True)
+    check_positive_int(ncv, "ncv", allow_none=True)
     if ncv is not None and not (k < ncv <= n):
         raise ValueError(f"ncv must satisfy k < ncv <= N (k = {k}, N = {n}); got {ncv}.")
     if check and kind in ("scipy", "operator") and not isinstance(op, DenseKernelOperator):
