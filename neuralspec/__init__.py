@@ -18,7 +18,7 @@ from .data import (PowerLawFit, circle_data, circle_grid, circle_spectrum, fit_p
                    fourier_modes, frequency_amplitudes, sine_data, sum_of_sines)
 from .training import (TrainResult, check_learning_rate, mse_loss, ntk_lambda_max, predict_residuals,
                        project_residuals, stability_limit, time_to_learn, train)
-from .learning import LearningCurve, kernel_regression, learning_curve, target_power
+from .learning import LearningCurve, funk_hecke, kernel_regression, learning_curve, sphere_multiplicity, target_power
 
 __version__ = "0.1.0"
 
@@ -45,5 +45,6 @@ __all__ = [
     "sum_of_sines", "sine_data", "circle_grid", "circle_data", "fourier_modes",
     "frequency_amplitudes", "circle_spectrum", "fit_power_law", "PowerLawFit",
     # generalization: kernel regression and learning curves
-    "kernel_regression", "learning_curve", "LearningCurve", "target_power",
+    "kernel_regression", "learning_curve", "LearningCurve", "target_power", "funk_hecke",
+    "sphere_multiplicity",
 ]

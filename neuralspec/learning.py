@@ -28,6 +28,9 @@ r"""Kernel regression and what the kernel's spectrum predicts about its test err
 
 * :func:`target_power`: :math:`v_k^2` from the eigenvectors of a Gram matrix
   on ``N`` samples.
+* :func:`funk_hecke`: the exact eigenvalues (and multiplicities) of a
+  dot-product kernel under the uniform distribution on the sphere
+  :math:`S^{d-1}`, for :func:`learning_curve` without any sampling.
 
 NumPy in (tensors are accepted), float64 NumPy out.
 """
@@ -35,15 +38,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import scipy.linalg
 import scipy.optimize
+import scipy.special
 
 from ._validation import ArrayLike, as_real_array
 
-__all__ = ["kernel_regression", "learning_curve", "LearningCurve", "target_power"]
+__all__ = ["kernel_regression", "learning_curve", "LearningCurve", "target_power", "funk_hecke",
+           "sphere_multiplicity"]
 
 #: Relative size below which a negative eigenvalue counts as round-off (float32 eigh reaches ~1e-6).
 NEGATIVE_TOL = 1e-5
@@ -132,7 +137,7 @@ def kernel_regression(
     _finite(K, "K_train")
     _finite(y, "y_train")
     _finite(Ks, "K_test_train")
-    if not np.allclose(K, K.T, rtol=1e-6, atol=1e-8 * max(1.0, float(np.abs(K).max()))):
+    if float(np.abs(K - K.T).max()) > 1e-6 * max(1e-300, float(np.abs(K).max())):
         raise ValueError("K_train must be symmetric (a Gram matrix k(X, X)); it is not.")
     A = K + ridge * np.eye(p) if ridge > 0 else K
     alpha = None
@@ -212,17 +217,18 @@ def _n_train(n_train) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _solve_kappa(mu: np.ndarray, p: int, ridge: float) -> float:
-    r"""The root :math:`\kappa \ge 0` of :math:`1 - \delta/\kappa - \sum_k \mu_k/(p\mu_k + \kappa) = 0`."""
-    pos = mu[mu > 0]
+def _solve_kappa(mu: np.ndarray, mult: np.ndarray, p: int, ridge: float) -> float:
+    r"""The root :math:`\kappa \ge 0` of :math:`1 - \delta/\kappa - \sum_k m_k\mu_k/(p\mu_k + \kappa) = 0`."""
+    nz = mu > 0
+    pos, m = mu[nz], mult[nz]
     if pos.size == 0:
         return ridge
-    total = float(pos.sum())
-    if ridge == 0 and pos.size <= p:
+    total = float(np.sum(m * pos))
+    if ridge == 0 and m.sum() <= p:
         return 0.0     # interpolation with at least as many points as nonzero modes: every mode is learned
 
     def g(k: float) -> float:   # increasing in k
-        return 1.0 - ridge / k - float(np.sum(pos / (p * pos + k)))
+        return 1.0 - ridge / k - float(np.sum(m * pos / (p * pos + k)))
 
     hi = ridge + total
     if ridge > 0:
@@ -248,6 +254,7 @@ def learning_curve(
     *,
     ridge: float = 0.0,
     noise: float = 0.0,
+    multiplicity: Optional[ArrayLike] = None,
 ) -> LearningCurve:
     r"""Predicted test error of kernel regression against the number of training points.
 
@@ -301,6 +308,13 @@ def learning_curve(
         un-normalized training Gram matrix.
     noise : float
         Label-noise variance :math:`\sigma^2 \ge 0`.
+    multiplicity : (K,) array, optional
+        :math:`m_k \ge 1`: entry ``k`` stands for :math:`m_k` modes of the same
+        eigenvalue (a degree of spherical harmonics, :func:`funk_hecke`), and
+        ``target_power[k]`` is their total power. The sums over modes become
+        :math:`\sum_k m_k (\cdot)` in :math:`\kappa` and :math:`\gamma`;
+        ``learnability[:, k]`` is that of each of the :math:`m_k` modes.
+        Default: all ones.
 
     Returns
     -------
@@ -331,17 +345,24 @@ def learning_curve(
     if np.any(v2 < 0):
         raise ValueError(f"target_power must be >= 0 (squared coefficients); its minimum is {v2.min():.3g}.")
     mu = np.clip(mu, 0.0, None)
+    if multiplicity is None:
+        mult = np.ones_like(mu)
+    else:
+        mult = as_real_array(multiplicity, "multiplicity")
+        if mult.shape != mu.shape or not np.all(np.isfinite(mult)) or np.any(mult < 1):
+            raise ValueError(f"multiplicity must be a {mu.shape} array of numbers >= 1 (modes per "
+                             f"eigenvalue); got shape {mult.shape}, values {np.unique(mult)[:5].tolist()}.")
     ridge = _nonneg_number(ridge, "ridge")
     noise = _nonneg_number(noise, "noise")
     ps = _n_train(n_train)
 
-    kappa = np.array([_solve_kappa(mu, int(p), ridge) for p in ps])
+    kappa = np.array([_solve_kappa(mu, mult, int(p), ridge) for p in ps])
     pm = ps[:, None] * mu[None, :]
     den = pm + kappa[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         L = np.where(mu[None, :] > 0, pm / np.where(den > 0, den, 1.0), 0.0)
-        gamma = np.sum(np.where(mu[None, :] > 0, pm * mu[None, :] / np.where(den > 0, den, 1.0) ** 2, 0.0),
-                       axis=1)
+        gamma = np.sum(np.where(mu[None, :] > 0, mult * pm * mu[None, :] / np.where(den > 0, den, 1.0) ** 2,
+                                0.0), axis=1)
     gamma = np.minimum(gamma, 1.0)
     gamma[np.isclose(gamma, 1.0, rtol=0, atol=1e-12)] = 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -391,3 +412,106 @@ def target_power(U: ArrayLike, y: ArrayLike) -> np.ndarray:
     _finite(U, "U")
     _finite(y, "y")
     return (U.T @ y) ** 2 / U.shape[0]
+
+
+# ----------------------------------------------------------------------------
+# Dot-product kernels on the sphere
+# ----------------------------------------------------------------------------
+
+def sphere_multiplicity(d: int, degree: ArrayLike) -> np.ndarray:
+    r"""Number of independent spherical harmonics of each degree on :math:`S^{d-1}`.
+
+    .. math:: N(d, 0) = 1, \qquad N(d, k) = \frac{2k + d - 2}{k + d - 2}\binom{k + d - 2}{k}
+              \quad (k \ge 1;\ 2 \text{ on the circle}).
+    """
+    k = np.asarray(degree, dtype=np.float64)
+    if d == 2:
+        return np.where(k == 0, 1.0, 2.0)
+    with np.errstate(invalid="ignore"):
+        n = (2 * k + d - 2) / (k + d - 2) * scipy.special.comb(k + d - 2, k)
+    return np.where(k == 0, 1.0, np.round(n))
+
+
+def funk_hecke(
+    kernel: Callable[[np.ndarray], np.ndarray],
+    d: int,
+    max_degree: int,
+    *,
+    n_quad: Optional[int] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    r"""Eigenvalues of a dot-product kernel under the uniform distribution on :math:`S^{d-1}`.
+
+    A kernel :math:`k(x, x') = k(t)`, :math:`t = x^\top x'`, on the unit
+    sphere has the spherical harmonics of degree :math:`\ell` as
+    eigenfunctions, :math:`N(d, \ell)` of them (:func:`sphere_multiplicity`),
+    with one eigenvalue each (the Funk--Hecke formula),
+
+    .. math::
+
+        \mu_\ell = \frac{\Gamma(d/2)}{\sqrt\pi\,\Gamma((d-1)/2)}
+        \int_0^\pi k(\cos\theta)\, P_\ell(\cos\theta)\, \sin^{d-2}\theta\, d\theta ,
+
+    with :math:`P_\ell` the Gegenbauer polynomial :math:`C^{(d-2)/2}_\ell`
+    normalized to :math:`P_\ell(1) = 1` (on the circle, :math:`d = 2`,
+    :math:`P_\ell(\cos\theta) = \cos \ell\theta` and
+    :math:`\mu_\ell = \frac1\pi\int_0^\pi k(\cos\theta)\cos\ell\theta\, d\theta`).
+    These are the operator eigenvalues :math:`\mu` of :func:`learning_curve`
+    (the limit of Gram eigenvalues divided by the number of samples), and
+    :math:`k(t) = \sum_\ell \mu_\ell N(d, \ell) P_\ell(t)`. The integral is
+    computed in :math:`\theta` by Gauss--Legendre quadrature, where the
+    arc-cosine kernels are smooth (they are not in :math:`t`). On the circle
+    the integral is a cosine series, computed by the FFT of :math:`k` on
+    ``n_quad`` equally spaced angles (aliasing adds :math:`\mu_{n - \ell}`, tiny for
+    ``n_quad`` much larger than ``max_degree``).
+
+    Parameters
+    ----------
+    kernel : callable
+        ``kernel(t)`` for a NumPy array ``t`` in :math:`[-1, 1]`, returning
+        :math:`k(t)` of the same shape.
+    d : int
+        Ambient dimension (points on :math:`S^{d-1} \subset \mathbb R^d`), >= 2.
+    max_degree : int
+        Highest degree :math:`\ell`.
+    n_quad : int, optional
+        Quadrature nodes; default ``max(512, 4 * max_degree)``, on the circle
+        ``max(4096, 16 * max_degree)`` angles.
+
+    Returns
+    -------
+    eigenvalues, multiplicity : (max_degree + 1,) arrays
+        :math:`\mu_\ell` and :math:`N(d, \ell)` for :math:`\ell = 0, \dots`, ``max_degree``.
+    """
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 2:
+        raise ValueError(f"d must be an integer >= 2 (points on S^(d-1)); got {d!r}.")
+    if isinstance(max_degree, bool) or not isinstance(max_degree, (int, np.integer)) or max_degree < 0:
+        raise ValueError(f"max_degree must be an integer >= 0; got {max_degree!r}.")
+    if n_quad is None:
+        n_quad = max(4096, 16 * int(max_degree)) if d == 2 else max(512, 4 * int(max_degree))
+    if isinstance(n_quad, bool) or not isinstance(n_quad, (int, np.integer)) or n_quad < 2:
+        raise ValueError(f"n_quad must be an integer >= 2; got {n_quad!r}.")
+    if d == 2:   # the circle: a uniform grid in theta and the FFT (a cosine series)
+        if n_quad <= 2 * max_degree:
+            raise ValueError(f"on the circle n_quad must exceed 2 * max_degree = {2 * max_degree}; got {n_quad}.")
+        theta = 2 * np.pi * np.arange(int(n_quad)) / n_quad
+        kt = as_real_array(kernel(np.cos(theta)), "kernel(t)").reshape(-1)
+        if kt.shape != theta.shape:
+            raise ValueError(f"kernel(t) must return an array of the shape of t {theta.shape}; got {kt.shape}.")
+        _finite(kt, "kernel(t)")
+        mu = np.fft.rfft(kt).real[: int(max_degree) + 1] / n_quad
+        return mu, sphere_multiplicity(2, np.arange(int(max_degree) + 1))
+    nodes, weights = np.polynomial.legendre.leggauss(int(n_quad))
+    theta = 0.5 * np.pi * (nodes + 1.0)
+    w = 0.5 * np.pi * weights
+    t = np.cos(theta)
+    kt = as_real_array(kernel(t), "kernel(t)").reshape(-1)
+    if kt.shape != t.shape:
+        raise ValueError(f"kernel(t) must return an array of the shape of t {t.shape}; got {kt.shape}.")
+    _finite(kt, "kernel(t)")
+    ell = np.arange(int(max_degree) + 1)
+    alpha = (d - 2) / 2.0
+    P = np.stack([scipy.special.eval_gegenbauer(int(k), alpha, t) / scipy.special.eval_gegenbauer(int(k), alpha, 1.0)
+                  for k in ell])
+    c = math.exp(math.lgamma(d / 2) - math.lgamma((d - 1) / 2)) / math.sqrt(math.pi)
+    mu = c * (P * (kt * np.sin(theta) ** (d - 2) * w)[None, :]).sum(axis=1)
+    return mu, sphere_multiplicity(d, ell)

@@ -195,3 +195,71 @@ def test_exported():
     assert ns.kernel_regression is kernel_regression
     assert ns.learning_curve is learning_curve and ns.target_power is target_power
     assert "LearningCurve" in ns.__all__
+
+
+# ----------------------------------------------------------------------------
+# the learning-curve lab
+# ----------------------------------------------------------------------------
+
+def test_learning_lab_data():
+    from neuralspec.learning_widgets import learning_lab
+    d = learning_lab(n_train=48, ridge=0.1, noise=0.0, p_max=64, trials=3, n_test=100)
+    assert 48 in d.ps and d.ps.max() == 64
+    assert d.predicted.shape == d.simulated.shape == d.stderr.shape == d.ps.shape
+    assert np.all(np.diff(d.predicted) < 0)
+    assert d.learnability.shape == d.frequencies.shape and np.all((0 <= d.learnability) & (d.learnability <= 1))
+    assert d.learnability[0] > d.learnability[6]        # frequency 1 is learned before frequency 7
+    # with a ridge of 0.1 the prediction is close to the simulation at p = 64 (the chapter measures it)
+    assert 0.7 < d.ratio[-1] < 1.4
+    with pytest.raises(ValueError, match="n_train must be <= p_max"):
+        learning_lab(n_train=100, p_max=64)
+    with pytest.raises(ValueError, match="ridge must be a finite number >= 0"):
+        learning_lab(n_train=8, ridge=-1.0, p_max=16, trials=1)
+
+
+def test_learning_lab_widget():
+    pytest.importorskip("ipywidgets")
+    from neuralspec.learning_widgets import LearningLab
+    lab = LearningLab(n_train=16, ridge=0.01, p_max=32, trials=2, n_test=50)
+    first = lab.data
+    assert lab.image.value[:4] == b"\x89PNG"
+    lab.controls["ridge"].value = 1.0
+    assert lab.data is not first and lab.data.ridge == 1.0
+    lab.controls["n_train"].value = 8
+    assert lab.data.n_train == 8 and "LearningLab" in repr(lab)
+    assert "image/png" in lab._repr_mimebundle_()
+
+
+# ----------------------------------------------------------------------------
+# spectra on the sphere, and grouped modes
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("d", [3, 5, 8])
+def test_funk_hecke_exponential_kernel(d):
+    """exp(t) on S^(d-1): mu_k = Gamma(d/2) 2^(d/2-1) I_(k+d/2-1)(1)."""
+    import scipy.special as sp
+    mu, mult = ns.funk_hecke(np.exp, d, 12)
+    k = np.arange(13)
+    expected = sp.gamma(d / 2) * 2 ** (d / 2 - 1) * sp.iv(k + d / 2 - 1, 1.0)
+    np.testing.assert_allclose(mu, expected, rtol=1e-10, atol=1e-15)
+    assert abs(np.sum(mu * mult) - np.e) < 1e-10          # k(1) = sum_k mu_k N(d, k)
+    assert mult[1] == d and mult[2] == d * (d + 1) / 2 - 1
+
+
+def test_funk_hecke_circle():
+    mu, mult = ns.funk_hecke(lambda t: 1 + t + 0.25 * (2 * t**2 - 1), 2, 5)   # 1 + cos th + cos(2 th)/4
+    np.testing.assert_allclose(mu, [1, 0.5, 0.125, 0, 0, 0], atol=1e-14)
+    np.testing.assert_array_equal(mult, [1, 2, 2, 2, 2, 2])
+    with pytest.raises(ValueError, match="d must be an integer >= 2"):
+        ns.funk_hecke(np.exp, 1, 3)
+
+
+def test_multiplicity_equals_repeated_modes():
+    mu, m = np.array([1.0, 0.3, 0.01, 0.0]), np.array([1, 3, 10, 5])
+    v2 = np.array([0.5, 0.3, 0.2, 0.1])
+    grouped = learning_curve(mu, v2, [2, 7, 30], ridge=1e-3, noise=0.1, multiplicity=m)
+    rep = learning_curve(np.repeat(mu, m), np.repeat(v2 / m, m), [2, 7, 30], ridge=1e-3, noise=0.1)
+    np.testing.assert_allclose(grouped.test_error, rep.test_error, rtol=1e-12)
+    np.testing.assert_allclose(grouped.kappa, rep.kappa, rtol=1e-12)
+    with pytest.raises(ValueError, match="multiplicity must be"):
+        learning_curve(mu, v2, [2], multiplicity=[1, 0, 1, 1])
