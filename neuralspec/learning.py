@@ -91,11 +91,11 @@ def kernel_regression(
     is added to :math:`K`, not to :math:`K/p`).
 
     The linear system is solved in float64. For ``ridge > 0`` by Cholesky
-    (:func:`scipy.linalg.cho_factor`). For ``ridge = 0`` (interpolation) by
+    (``scipy.linalg.cho_factor``). For ``ridge = 0`` (interpolation) by
     Cholesky when :math:`K` is numerically positive definite and well
     conditioned (reciprocal condition number above :math:`p\,\epsilon`, from
     LAPACK's ``pocon``), otherwise by an SVD-based least-squares solve
-    (:func:`scipy.linalg.lstsq`, ``gelsd``), which returns the minimum-norm
+    (``scipy.linalg.lstsq``, ``gelsd``), which returns the minimum-norm
     interpolant of a singular :math:`K` (repeated points, a finite-rank
     kernel) instead of amplifying round-off.
 
@@ -276,7 +276,7 @@ def learning_curve(
             = \frac{\sum_k (1 - L_k)^2 v_k^2 + \sigma^2\gamma}{1 - \gamma}.
 
     :math:`\kappa` is found by bracketed root finding
-    (:func:`scipy.optimize.brentq`) on
+    (``scipy.optimize.brentq``) on
     :math:`1 - \delta/\kappa - \sum_k \mu_k/(p\mu_k + \kappa) = 0`, whose
     left side increases with :math:`\kappa`; the root lies in
     :math:`[\delta, \delta + \sum_k \mu_k]`. Zero eigenvalues are modes the
@@ -393,7 +393,7 @@ def target_power(U: ArrayLike, y: ArrayLike) -> np.ndarray:
     Parameters
     ----------
     U : (N, K) array or tensor
-        Orthonormal eigenvectors in columns (e.g. from :func:`~neuralspec.eigh`).
+        Orthonormal eigenvectors in columns (e.g. from :func:`~neuralspec.spectrum.eigh`).
     y : (N,) or (N, T) array or tensor
         The target at the same samples.
 

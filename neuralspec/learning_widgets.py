@@ -8,10 +8,10 @@ Two layers, as in :mod:`neuralspec.widgets`:
   :math:`\sigma_b = 0.1`, :func:`neuralspec.analytic.mlp_kernels`) and the
   target :math:`\cos 3\theta + \tfrac12 \sin 7\theta`, it returns
 
-  - the spectral prediction :func:`neuralspec.learning_curve` of the test error
+  - the spectral prediction :func:`neuralspec.learning.learning_curve` of the test error
     for ``p`` from 4 to ``p_max``, with the kernel's exact eigenvalues on the
-    circle (:func:`neuralspec.funk_hecke`),
-  - the mean test error of :func:`neuralspec.kernel_regression` over
+    circle (:func:`neuralspec.learning.funk_hecke`),
+  - the mean test error of :func:`neuralspec.learning.kernel_regression` over
     ``trials`` random training sets (and its standard error),
   - the learnability :math:`L_k = p\mu_k/(p\mu_k + \kappa)` of every frequency
     at ``n_train`` points.
