@@ -105,7 +105,7 @@ class LabData:
         ax1.set_ylabel("test error $E_g$")
         ax1.set_title(rf"Learning curve, ridge $\delta$ = {self.ridge:.3g}, noise $\sigma^2$ = {self.noise:.3g}")
         ax1.legend(fontsize=8)
-        ax2.semilogx(self.frequencies, self.learnability, "-", color="C0")
+        ax2.plot(self.frequencies, self.learnability, "o-", ms=3, color="C0")
         for k in TARGET:
             ax2.axvline(k, color="C3", ls="--", lw=1)
         ax2.set_ylim(-0.03, 1.03)
@@ -161,7 +161,7 @@ def learning_lab(n_train: int = 64, ridge: float = 0.1, noise: float = 0.0, *, p
             pred = kernel_regression(K[:p, :p], y[:p], K[P:, :p], ridge=ridge)
             errors[i, j] = np.mean((pred - f[P:]) ** 2)
     at = learning_curve(mu, power, [n_train], ridge=ridge, noise=noise, multiplicity=mult)
-    n_freq = 64
+    n_freq = 32
     return LabData(n_train=int(n_train), ridge=float(ridge), noise=float(noise), ps=ps,
                    predicted=theory.test_error, simulated=errors.mean(1),
                    stderr=errors.std(1, ddof=1) / math.sqrt(trials) if trials > 1 else np.zeros(len(ps)),
