@@ -64,7 +64,7 @@ __all__ = [
     "top_eigenpairs",
 ]
 
-TOPK_METHODS = ("lanczos", "lobpcg")
+TOPK_METHODS = ("lanczos", "lobpcg", "nystrom")
 
 # Points per chunk of the matrix-free NTK (times the number of vectors in a
 # block product): bounds the activations held by one reverse/forward pass.
@@ -342,6 +342,9 @@ class MatrixFreeNTKOperator(KernelOperator):
         self._store: Optional[Dict[int, Tuple[torch.Tensor, torch.Tensor]]] = None
         self._n_cache = 0
         self._ops = None
+        # Sums over points of pass 1 go through this hook: the identity here, one
+        # all-reduce across processes in neuralspec.distributed.DistributedNTKOperator.
+        self._reduce: Callable[[List[torch.Tensor]], None] = lambda tensors: None
         self.mode = "autodiff"
         if mode != "autodiff":
             self._ops, why = _structured_ops(model)
@@ -415,6 +418,7 @@ class MatrixFreeNTKOperator(KernelOperator):
                 if op.b_train:
                     t = d.T @ Vc  # (A, b)
                     mb[i] = t if i not in mb else mb[i].add_(t)
+        self._reduce([M[i] for i in sorted(M)] + [mb[i] for i in sorted(mb)])
         # pass 2: u = sum_i ws^2 <delta_i, M_i h_i> + bs^2 <delta_i, m_i>
         out = torch.zeros_like(V)
         for a, c in blocks:
@@ -513,6 +517,7 @@ class MatrixFreeNTKOperator(KernelOperator):
             g = vmap(vjp_fn)(cot)[0] if m > 1 else {k: t[None] for k, t in vjp_fn(cot[0])[0].items()}
             for k in G:
                 G[k] += g[k]
+        self._reduce([G[k] for k in sorted(G)])
         # Pass 2: (K V)_j = sum_o J_o g_{j,o}.
         out = torch.empty_like(V)
         for a, c in _blocks(n, chunk):
@@ -622,6 +627,7 @@ def ntk_operator(
     method: str = "auto",
     cache_bytes: Optional[int] = None,
     progress: Optional[bool] = None,
+    process_group=None,
 ) -> KernelOperator:
     r"""The empirical NTK :math:`\Theta(x, x)` of ``model`` as an operator for :func:`top_eigenpairs`.
 
@@ -659,11 +665,17 @@ def ntk_operator(
     progress : bool, optional
         Progress bar over the strips while the held kernel is built; default
         for ``N >= 20000``.
+    process_group : torch.distributed ProcessGroup, optional
+        Matrix-free only: ``x`` is this process's slice of the points, and the
+        operator is the NTK of all processes' points, one all-reduce of a
+        :math:`P`-vector per product (:mod:`neuralspec.distributed`).
 
     Returns
     -------
     KernelOperator
     """
+    if process_group is not None and not matrix_free:
+        raise ValueError("process_group needs matrix_free=True: a held kernel is not split across processes.")
     trainable_parameters(model)
     check_positive_int(block_size, "block_size", allow_none=True)
     xt = as_inputs(x, "x", model=model)
@@ -673,7 +685,12 @@ def ntk_operator(
         raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
     if matrix_free:
         mode = method if method in ("auto", "structured") else "autodiff"
-        return MatrixFreeNTKOperator(model, xt, block_size, mode=mode, cache_bytes=cache_bytes)
+        op = MatrixFreeNTKOperator(model, xt, block_size, mode=mode, cache_bytes=cache_bytes)
+        if process_group is not None:
+            from .distributed import DistributedNTKOperator
+
+            return DistributedNTKOperator(op, process_group)
+        return op
 
     def kernel_fn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return ntk(model, a, b, method=method, progress=False)
@@ -853,8 +870,10 @@ def top_eigenpairs(
     check: bool = True,
     progress: Optional[bool] = None,
     return_info: bool = False,
+    landmarks: Optional[int] = None,
+    refine: int = 3,
 ):
-    r"""The ``k`` largest eigenpairs of a symmetric (PSD) kernel, by Lanczos or LOBPCG.
+    r"""The ``k`` largest eigenpairs of a symmetric (PSD) kernel, by Lanczos, LOBPCG or Nyström.
 
     .. math::
 
@@ -872,11 +891,18 @@ def top_eigenpairs(
         random vectors (``check=False`` skips both).
     k : int
         Number of eigenpairs, ``1 <= k < N``.
-    method : {"lanczos", "lobpcg"}
+    method : {"lanczos", "lobpcg", "nystrom"}
         ``"lanczos"``: ``scipy.sparse.linalg.eigsh`` (ARPACK), one product
         at a time, the fewest products. ``"lobpcg"``:
         ``scipy.sparse.linalg.lobpcg`` on a block of ``k + max(5, k // 5)``
         vectors, block products that run at BLAS speed for a held kernel.
+        ``"nystrom"``: a Nyström subspace from one column block of
+        ``landmarks`` columns, refined by up to ``refine`` rounds of subspace
+        iteration with exact block products and certified by each pair's
+        residual (:mod:`neuralspec.nystrom`); for a PSD kernel with a
+        decaying spectrum, far fewer exact products than Lanczos. ``tol``
+        (default ``1e-3``) bounds the relative residuals
+        :math:`\|K u - \lambda u\| / \lambda`; ``info["residuals"]`` reports them.
     tol : float, optional
         Relative residual tolerance: :math:`\|K u - \lambda u\| \le
         \text{tol}\,|\lambda|` (Lanczos), :math:`\le \text{tol}\,\lambda_{\max}`
@@ -894,7 +920,15 @@ def top_eigenpairs(
         A tqdm bar counting products; default for ``N >= 20000``, or
         ``N >= 2000`` with a matrix-free NTK.
     return_info : bool
-        Also return a dict with ``n_products``, ``seconds`` and ``method``.
+        Also return a dict with ``n_products``, ``seconds`` and ``method``
+        (Nyström also: ``landmarks``, ``column_blocks``, ``exact_products``,
+        ``refine_rounds``, ``residuals``, ``converged``).
+    landmarks : int, optional
+        Nyström only: landmark columns, ``k < landmarks <= N``; default
+        ``min(N, max(1000, 20 k))``.
+    refine : int
+        Nyström only: maximum rounds of subspace iteration after the first
+        Rayleigh–Ritz step.
 
     Returns
     -------
@@ -908,6 +942,8 @@ def top_eigenpairs(
     """
     if method not in TOPK_METHODS:
         raise ValueError(f"method must be one of {TOPK_METHODS}; got {method!r}.")
+    if method != "nystrom" and landmarks is not None:
+        raise ValueError(f"landmarks applies to method='nystrom' only; got method={method!r}.")
     op, kind = _as_operator(K_or_operator, check)
     n = op.shape[0]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (1 <= k < n):
@@ -938,8 +974,20 @@ def top_eigenpairs(
     rng = np.random.default_rng(seed)
     start_products = op.n_products
     t0 = time.perf_counter()
+    extra: Dict = {}
     try:
-        if method == "lanczos":
+        if method == "nystrom":
+            from .nystrom import nystrom_eigenpairs
+
+            evals, evecs, extra = nystrom_eigenpairs(op, k, landmarks=landmarks, refine=refine,
+                                                     tol=1e-3 if tol is None else tol, seed=seed, bar=bar)
+            if not extra["converged"]:
+                import warnings
+
+                warnings.warn(f"Nyström + {refine} refinement rounds reached relative residuals up to "
+                              f"{extra['residuals'].max():.2g} > tol; raise landmarks or refine.",
+                              RuntimeWarning, stacklevel=2)
+        elif method == "lanczos":
             if ncv is None:
                 ncv = min(n, max(2 * k + 1, 20))
             if tol is None:
@@ -964,7 +1012,9 @@ def top_eigenpairs(
     signs = np.sign(evecs[idx, np.arange(evecs.shape[1])])
     signs[signs == 0] = 1
     evecs = evecs * signs
-    info = {"method": method, "n_products": op.n_products - start_products, "seconds": seconds}
+    info = {"method": method, "n_products": op.n_products - start_products, "seconds": seconds, **extra}
+    if "residuals" in info:
+        info["residuals"] = np.asarray(info["residuals"])[order]
     if kind in ("numpy", "scipy"):
         res = (evals.astype(np_dtype), evecs.astype(np_dtype))
     else:
