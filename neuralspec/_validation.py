@@ -233,11 +233,13 @@ def as_inputs(
     dtype: Optional[torch.dtype] = None,
     device: Optional[Union[str, torch.device]] = None,
     probe: bool = True,
+    flat: Optional[bool] = None,
 ) -> torch.Tensor:
     """Validate an input batch and return it as a tensor of shape ``(N, *)``.
 
     The first axis is always the sample axis. Without a model, ``x`` must be
-    2-D, ``(N, d)`` (one row per point; ``d == in_features`` when given).
+    2-D, ``(N, d)`` (one row per point; ``d == in_features`` when given),
+    unless ``flat=False`` (any ``(N, *)``).
     With a model, ``x`` has shape ``(N, *)`` with at least two axes, and its
     trailing shape ``*`` is checked against the model: against the shape its
     first module accepts when that can be read off
@@ -285,7 +287,8 @@ def as_inputs(
             f"{name} must be a torch.Tensor or numpy.ndarray of shape (N, d); "
             f"got {type(x).__name__}."
         )
-    flat = model is None
+    if flat is None:
+        flat = model is None
     if t.dim() < 2 or (flat and t.dim() != 2):
         hint = (
             f" For N points in one dimension use {name}[:, None], shape (N, 1)."
@@ -293,7 +296,8 @@ def as_inputs(
             else ""
         )
         what = ("2-D with shape (N, d), one row per point" if flat else
-                "of shape (N, *) with at least two axes, the first one over the samples")
+                "at least 2-D, of shape (N, *) with the first axis over the samples ((N, d) "
+                "points, (N, C, H, W) images, ...)")
         raise ValueError(f"{name} must be {what}; got shape {tuple(t.shape)}.{hint}")
     if t.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); expected at least one point.")

@@ -326,7 +326,7 @@ def test_bad_inputs_raise_clear_errors():
         ns.ntk(ns.RFF(1, 8), _inputs(3, 1))
     with pytest.raises(ValueError, match="no trainable parameters"):
         ns.ntk(ns.MLP(2, 8, 1, 1).requires_grad_(False), _inputs(3))
-    with pytest.raises(ValueError, match=r"x must be 2-D .*x\[:, None\]"):
+    with pytest.raises(ValueError, match=r"x must be at least 2-D, of shape \(N, \*\) .*x\[:, None\]"):
         ns.ntk(ns.MLP(1, 8, 1, 1), torch.rand(5))
     with pytest.raises(ValueError, match="x has 3 features per point .* expects 2"):
         ns.ntk(model, torch.rand(5, 3))
