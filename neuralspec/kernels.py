@@ -173,5 +173,11 @@ def conjugate_kernel(
     torch.Tensor
         The ``(N, N2)`` CK.
     """
-    fmap = features if features is not None else readout_features(model)
-    return feature_kernel(fmap, x, x2, normalize=True)
+    if features is not None:
+        return feature_kernel(features, x, x2, normalize=True)
+    fmap = readout_features(model)
+    check_independent_samples(model, "the conjugate kernel")
+    # the inputs must fit the whole model (its readout included), not only the layers before it
+    xt = as_inputs(x, "x", model=model)
+    x2t = None if x2 is None else as_inputs(x2, "x2", model=model)
+    return feature_kernel(fmap, xt, x2t, normalize=True)
