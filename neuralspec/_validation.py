@@ -248,12 +248,12 @@ def as_inputs(
     skips it). A mismatch raises ``ValueError`` naming ``name``, the shape
     given and the shape the model accepts.
 
-    Dtype and device: a NumPy array (or list) is converted to the model's
-    dtype and device. A floating-point tensor must already match them (we
-    never change the precision of a tensor the caller made). Integer data,
-    NumPy or tensor alike, is cast to the model's dtype (integers have no
-    precision to lose at the sizes of input data); booleans and complex
-    numbers raise ``TypeError``. ``x`` must be non-empty and finite.
+    Dtype and device: a floating-point NumPy array (or list of floats) is
+    converted to the model's dtype and device. A tensor must already match
+    them (we never change the precision of a tensor the caller made).
+    Integer (or boolean) data raises ``TypeError`` saying to pass floats,
+    as a NumPy array and as a tensor alike: the two are treated the same,
+    and nothing is cast silently. ``x`` must be non-empty and finite.
     """
     expected = None
     if model is not None:
@@ -268,19 +268,21 @@ def as_inputs(
         expected = (in_features,)
     if isinstance(x, torch.Tensor):
         t = x
-        if t.dtype == torch.bool or t.is_complex():
-            raise TypeError(
-                f"{name} must hold real numbers (floating point, or integers, which are cast to the "
-                f"model's dtype); got {t.dtype}. Convert it with {name}.float() or {name}.double()."
-            )
         if not t.is_floating_point():
-            t = t.to(dtype or torch.get_default_dtype())
+            raise TypeError(
+                f"{name} must be floating point (float32 or float64); got {t.dtype}. Pass floats: "
+                f"{name}.float() or {name}.double() (integer data is never cast silently)."
+            )
     elif isinstance(x, (np.ndarray, list, tuple, float, int)):
         arr = np.asarray(x)
         if arr.dtype == object:
             raise TypeError(f"{name} must be a numeric array; got an object array.")
-        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-            raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}.")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise TypeError(
+                f"{name} must be floating point (float32 or float64); got dtype {arr.dtype}. Pass "
+                f"floats: {name}.astype(np.float32) or {name}.astype(np.float64) (integer data is "
+                "never cast silently, as a NumPy array or as a tensor)."
+            )
         t = torch.as_tensor(arr, dtype=dtype or torch.get_default_dtype(), device=device)
     else:
         raise TypeError(

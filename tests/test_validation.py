@@ -106,18 +106,18 @@ def test_the_shape_probe_leaves_batchnorm_statistics_alone():
     assert torch.equal(model[1].running_mean, before) and model[1].training
 
 
-def test_integer_inputs_are_cast_the_same_way_for_numpy_and_tensors():
-    """Chosen rule: integer data (NumPy or torch) is cast to the model's dtype; bool raises."""
+def test_integer_inputs_raise_the_same_way_for_numpy_and_tensors():
+    """Chosen rule: integer (or bool) data raises TypeError saying to pass floats, NumPy or torch."""
     model = ns.MLP(2, 8, 1, 1).double()
     xi = np.array([[0, 1], [2, -1], [1, 1]], dtype=np.int64)
-    K_np = ns.ntk(model, xi)
-    K_t = ns.ntk(model, torch.from_numpy(xi))
-    K_f = ns.ntk(model, torch.from_numpy(xi).double())
-    assert K_np.dtype == K_t.dtype == torch.float64
-    assert torch.equal(K_np, K_f) and torch.equal(K_t, K_f)
-    assert torch.equal(ns.conjugate_kernel(model, xi), ns.conjugate_kernel(model, torch.from_numpy(xi)))
-    for bad in (torch.ones(3, 2, dtype=torch.bool), np.ones((3, 2), dtype=bool)):
-        with pytest.raises(TypeError, match="real numbers"):
-            ns.ntk(model, bad)
+    for bad in (xi, torch.from_numpy(xi), xi.astype(np.int32), torch.ones(3, 2, dtype=torch.bool),
+                np.ones((3, 2), dtype=bool), [[0, 1], [2, 3]]):
+        for call in (lambda a: ns.ntk(model, a), lambda a: ns.conjugate_kernel(model, a),
+                     lambda a: ns.ntk_operator(model, a, matrix_free=True),
+                     lambda a: ns.train(model, a, np.zeros(len(a)), lr=0.1, steps=1)):
+            with pytest.raises(TypeError, match=r"x must be floating point.*Pass floats"):
+                call(bad)
+    K = ns.ntk(model, xi.astype(np.float64))  # floats are fine, NumPy converted to the model's dtype
+    assert torch.equal(K, ns.ntk(model, torch.from_numpy(xi).double()))
     with pytest.raises(TypeError, match="dtype torch.float32 but the model computes in torch.float64"):
         ns.ntk(model, torch.ones(3, 2))  # a floating-point tensor is never converted
