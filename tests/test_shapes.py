@@ -214,3 +214,28 @@ def test_structured_method_refused_for_unflat_inputs():
     assert op.mode == "autodiff"
     V = torch.ones(5, 1, dtype=torch.float64)
     assert rel_err(op @ V, reference_ntk(model, x3) @ V) < TOL
+
+
+def test_gratings():
+    x, labels = ns.gratings(12, size=10, orientations=3, seed=4)
+    assert x.shape == (12, 3, 10, 10) and x.dtype == np.float64 and labels.dtype == np.int64
+    assert labels.tolist() == [0, 1, 2] * 4 and np.abs(x).max() <= 1.0
+    assert np.array_equal(x[:, 0], x[:, 2])  # the same grating in every channel
+    x2, _ = ns.gratings(12, size=10, orientations=3, seed=4)
+    assert np.array_equal(x, x2)
+    # orientation 0 varies along the columns only; orientation 90 degrees along the rows only
+    x4, lab4 = ns.gratings(4, size=8, orientations=2, seed=0, channels=1)
+    assert np.allclose(x4[0, 0], x4[0, 0, :1]) and np.allclose(x4[1, 0], x4[1, 0, :, :1])
+    # one orientation spans two dimensions (cos and sin of the phase): 2 C in all
+    big, _ = ns.gratings(200, size=16, orientations=4, seed=1)
+    s = np.linalg.svd(big.reshape(200, -1), compute_uv=False)
+    assert s[7] > 1e-6 * s[0] and s[8] < 1e-10 * s[0]
+    for kwargs, match in ((dict(n=0), "n must be"), (dict(n=4, size=1), "size must be"),
+                          (dict(n=4, orientations=0), "orientations must be"),
+                          (dict(n=4, frequency=-1.0), "frequency must be"),
+                          (dict(n=4, channels=0), "channels must be")):
+        with pytest.raises(ValueError, match=match):
+            ns.gratings(**kwargs)
+    cnn4 = cnn()  # the library's own images go straight into a CNN
+    xg = torch.as_tensor(ns.gratings(5, 16, 4, seed=0)[0])
+    assert rel_err(ns.ntk(cnn4, xg), reference_ntk(cnn4, xg)) < TOL
