@@ -45,6 +45,13 @@ constants and do not enter it.
     products of size :math:`N \times N \times \text{width}` per layer
     ("structured derivatives", Novak et al., ICML 2022).
 
+**Inputs and outputs.** Inputs have shape ``(N, *)``, the first axis over
+the samples (``(N, d)`` points, ``(N, C, H, W)`` images); the generic paths
+take any shape, the structured one flat ``(N, d)`` inputs. For a model with
+:math:`O` outputs, ``outputs="trace"`` (default) sums the kernel over them,
+``"mean"`` averages it, ``"full"`` returns the :math:`O \times O` blocks
+:math:`\nabla f_a(x_i) \cdot \nabla f_b(x'_j)`, shape ``(N, N2, O, O)``.
+
 ``method="auto"`` takes ``"structured"`` whenever the model qualifies (see
 :func:`ntk_method`), else ``"jacobian"``. Why not ``"ntvp"``: for models
 whose samples do not interact, an NTK-vector product costs at least one
