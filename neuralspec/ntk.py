@@ -75,8 +75,8 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ._validation import (OUTPUTS, ArrayLike, as_inputs, check_finite, check_independent_samples,
-                          check_outputs, trainable_parameters)
+from ._validation import check_independent_samples, check_outputs
+from ._validation import ArrayLike, as_inputs, check_finite, trainable_parameters
 
 __all__ = ["ntk", "ntk_by_layer", "ntk_method", "METHODS"]
 
