@@ -41,7 +41,6 @@ __all__ = [
     # training and spectral bias
     "train", "TrainResult", "mse_loss", "ntk_lambda_max", "stability_limit", "check_learning_rate",
     "project_residuals", "predict_residuals", "time_to_learn",
-    "sum_of_sines", "sine_data", "circle_grid", "circle_data", "fourier_modes",
+    "sum_of_sines", "sine_data", "circle_grid", "circle_data", "fourier_modes", "gratings",
     "frequency_amplitudes", "circle_spectrum", "fit_power_law", "PowerLawFit",
-    "gratings",
 ]

@@ -317,11 +317,11 @@ class MLP(_Stack):
         w_std: float = math.sqrt(2.0),
         b_std: float = 0.1,
     ) -> None:
+        check_positive(w_std, "w_std")
+        check_nonnegative(b_std, "b_std")
         for v, n in [(in_features, "in_features"), (latent_features, "latent_features"),
                      (latent_layers, "latent_layers"), (out_features, "out_features")]:
             check_positive_int(v, n)
-        check_positive(w_std, "w_std")
-        check_nonnegative(b_std, "b_std")
         init = resolve_init(parameterization, init)
         dims = [in_features] + [latent_features] * latent_layers + [out_features]
         layers: list = []
