@@ -1,5 +1,4 @@
 """The empirical NTK: every method against the naive reference of tests/reference.py."""
-import copy
 import importlib
 import math
 
