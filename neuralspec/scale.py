@@ -49,8 +49,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import (ArrayLike, as_inputs, check_finite, check_positive_int, model_dtype_device,
-                          trainable_parameters)
+from ._validation import (ArrayLike, as_inputs, check_finite, check_independent_samples, check_positive_int,
+                          model_dtype_device, trainable_parameters)
 from .ntk import _blocks
 
 __all__ = [
@@ -248,7 +248,8 @@ def _call_kernel(kernel_fn, xa, xb, shape) -> torch.Tensor:
 def _structured_ops(model: nn.Module):
     """The structured plan of :mod:`neuralspec.ntk` for ``model`` (its layers), or ``None`` and why."""
     try:
-        from .ntk import _structured_features, _structured_plan  # noqa: F401
+        from .layers import _structured_plan  # noqa: F401  (the one plan)
+        from .ntk import _structured_features  # noqa: F401
 
         ops, why = _structured_plan(model)
         if ops is not None:
@@ -298,19 +299,23 @@ class MatrixFreeNTKOperator(KernelOperator):
     Parameters
     ----------
     model : nn.Module
-    x : (N, d) tensor, already validated
+    x : (N, \*) tensor, already validated (any per-sample shape the model accepts)
     chunk_size : int, optional
         Points per pass (divided by the number of vectors in a block product).
     mode : {"auto", "structured", "autodiff"}
-        ``"auto"``: structured when the model qualifies.
+        ``"auto"``: structured when the model qualifies (and ``x`` is 2-D).
     cache_bytes : int, optional
         Memory for cached factors (structured mode); default 1 GiB.
+    outputs : {"trace", "mean"}
+        As in :func:`~neuralspec.ntk.ntk`: the sum over the outputs, or that
+        divided by their number.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, chunk_size: Optional[int], *,
-                 mode: str = "auto", cache_bytes: Optional[int] = None) -> None:
+                 mode: str = "auto", cache_bytes: Optional[int] = None, outputs: str = "trace") -> None:
         from torch.func import functional_call
 
+        self.outputs = _check_operator_outputs(outputs)
         params = trainable_parameters(model)
         dtype, device = model_dtype_device(model)
         super().__init__(x.shape[0], dtype, device)
@@ -345,6 +350,9 @@ class MatrixFreeNTKOperator(KernelOperator):
         self.mode = "autodiff"
         if mode != "autodiff":
             self._ops, why = _structured_ops(model)
+            if self._ops is not None and x.dim() != 2:
+                self._ops, why = None, (f"its inputs are not flat vectors (x of shape {tuple(x.shape)}); "
+                                        "the structured product takes (N, d) inputs")
             if self._ops is not None and not self._structured_agrees():
                 self._ops, why = None, "the structured product did not match autodiff on a probe"
             if self._ops is not None:
@@ -356,6 +364,8 @@ class MatrixFreeNTKOperator(KernelOperator):
         extra = ""
         if self.mode == "structured":
             extra = f", factors cached for {self._cached_points()} of {self.shape[0]} points"
+        if self.outputs != "trace":
+            extra += f", outputs={self.outputs!r}"
         return (f"matrix-free ({self.mode}), P={self.n_params}, O={self.n_outputs}, "
                 f"chunks of {self.chunk_size}{extra}")
 
@@ -492,8 +502,11 @@ class MatrixFreeNTKOperator(KernelOperator):
             blocks = _blocks(V.shape[0], self.chunk_size)
             for j in range(0, V.shape[1], 8):
                 out[:, j:j + 8] = self._structured_matmat(V[:, j:j + 8], blocks)
-            return out
-        return self._autodiff_matmat(V)
+        else:
+            out = self._autodiff_matmat(V)
+        if self.outputs == "mean" and self.n_outputs != 1:
+            out.div_(self.n_outputs)
+        return out
 
     def _autodiff_matmat(self, V: torch.Tensor) -> torch.Tensor:
         from torch.func import vjp, vmap
@@ -555,8 +568,9 @@ def kernel_operator(
     kernel_fn : callable
         ``kernel_fn(xa, xb)`` returns the ``(len(xa), len(xb))`` tensor
         :math:`k(x_a, x_b)`; e.g. ``lambda a, b: ns.ntk(model, a, b)``.
-    x : (N, d) tensor or array
-        The points. An array is converted to float64 (a tensor is kept as is).
+    x : (N, \*) tensor or array
+        The points, first axis over them (``(N, d)`` vectors, or images...).
+        An array is converted to float64 (a tensor is kept as is).
     block_size : int, optional
         Rows per block; default such that one block is about 128 MiB.
     cache : bool
@@ -572,7 +586,7 @@ def kernel_operator(
     if not callable(kernel_fn):
         raise TypeError(f"kernel_fn must be callable as kernel_fn(xa, xb); got {type(kernel_fn).__name__}.")
     check_positive_int(block_size, "block_size", allow_none=True)
-    xt = as_inputs(x, "x", dtype=None if isinstance(x, torch.Tensor) else torch.float64)
+    xt = as_inputs(x, "x", dtype=None if isinstance(x, torch.Tensor) else torch.float64, flat=False)
     n = xt.shape[0]
     K0 = _call_kernel(kernel_fn, xt[:1], xt[:1], (1, 1))
     dtype, device = K0.dtype, K0.device
@@ -613,6 +627,20 @@ def kernel_operator(
     return DenseKernelOperator(K, check=False)
 
 
+def _check_operator_outputs(outputs) -> str:
+    """``"trace"`` or ``"mean"``; ``"full"`` is an (N, N, O, O) array, not an N x N operator."""
+    from ._validation import OUTPUTS, check_outputs
+
+    check_outputs(outputs, OUTPUTS)
+    if outputs == "full":
+        raise ValueError(
+            "outputs='full' is not available for an NTK operator: the full NTK is an (N, N, O, O) "
+            "array of output-output blocks, not an N x N kernel. Use outputs='trace' or 'mean' here, "
+            "and ns.ntk(model, x, outputs='full') for the blocks."
+        )
+    return outputs
+
+
 def ntk_operator(
     model: nn.Module,
     x: ArrayLike,
@@ -622,6 +650,7 @@ def ntk_operator(
     method: str = "auto",
     cache_bytes: Optional[int] = None,
     progress: Optional[bool] = None,
+    outputs: str = "trace",
 ) -> KernelOperator:
     r"""The empirical NTK :math:`\Theta(x, x)` of ``model`` as an operator for :func:`top_eigenpairs`.
 
@@ -644,7 +673,9 @@ def ntk_operator(
     model : nn.Module
         With at least one trainable parameter; the operator uses the model's
         dtype and device (the GPU when the model is there).
-    x : (N, d) tensor or array
+    x : (N, \*) tensor or array
+        Inputs of any shape the model accepts, first axis over the samples
+        (checked as in :func:`~neuralspec.ntk.ntk`).
     block_size : int, optional
         Rows per kernel strip (held kernel; default about 128 MiB a strip) or
         points per chunk (matrix-free; default 4096 on CPU, 65536 on CUDA).
@@ -659,6 +690,10 @@ def ntk_operator(
     progress : bool, optional
         Progress bar over the strips while the held kernel is built; default
         for ``N >= 20000``.
+    outputs : {"trace", "mean"}
+        For a model with several outputs, as in :func:`~neuralspec.ntk.ntk`.
+        ``"full"`` raises ``ValueError``: its blocks form an
+        ``(N, N, O, O)`` array, not an ``N x N`` operator.
 
     Returns
     -------
@@ -666,6 +701,8 @@ def ntk_operator(
     """
     trainable_parameters(model)
     check_positive_int(block_size, "block_size", allow_none=True)
+    _check_operator_outputs(outputs)
+    check_independent_samples(model)
     xt = as_inputs(x, "x", model=model)
     from .ntk import METHODS, ntk
 
@@ -673,15 +710,17 @@ def ntk_operator(
         raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
     if matrix_free:
         mode = method if method in ("auto", "structured") else "autodiff"
-        return MatrixFreeNTKOperator(model, xt, block_size, mode=mode, cache_bytes=cache_bytes)
+        return MatrixFreeNTKOperator(model, xt, block_size, mode=mode, cache_bytes=cache_bytes,
+                                     outputs=outputs)
 
     def kernel_fn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return ntk(model, a, b, method=method, progress=False)
+        return ntk(model, a, b, method=method, progress=False, outputs=outputs)
 
     return kernel_operator(kernel_fn, xt, block_size=block_size, progress=progress)
 
 
-def ntk_matvec(model: nn.Module, x: ArrayLike, v: ArrayLike, *, chunk_size: Optional[int] = None):
+def ntk_matvec(model: nn.Module, x: ArrayLike, v: ArrayLike, *, chunk_size: Optional[int] = None,
+               outputs: str = "trace"):
     r"""The NTK times vector(s), matrix-free: :math:`\Theta(x, x)\, v = \sum_o J_o (J_o^\top v)`.
 
     Same as ``ntk(model, x) @ v`` without the :math:`N \times N` kernel; see
@@ -690,17 +729,20 @@ def ntk_matvec(model: nn.Module, x: ArrayLike, v: ArrayLike, *, chunk_size: Opti
     Parameters
     ----------
     model : nn.Module
-    x : (N, d) tensor or array
+    x : (N, \*) tensor or array
+        Inputs of any shape the model accepts, first axis over the samples.
     v : (N,) or (N, b) tensor or array
     chunk_size : int, optional
         Points per reverse/forward pass.
+    outputs : {"trace", "mean"}
+        As in :func:`ntk_operator`.
 
     Returns
     -------
     torch.Tensor or numpy.ndarray
         Same shape and kind as ``v``, in the model's dtype.
     """
-    op = ntk_operator(model, x, block_size=chunk_size, matrix_free=True)
+    op = ntk_operator(model, x, block_size=chunk_size, matrix_free=True, outputs=outputs)
     if isinstance(v, torch.Tensor):
         check_finite(v, "v")
     elif isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
