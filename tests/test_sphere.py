@@ -172,3 +172,54 @@ def test_bad_inputs_raise_clear_errors():
     kappa = ns.limit_kernel_of_cosine(ns.MLP(3, 8, 1, 1, parameterization="ntk"))
     with pytest.raises(ValueError, match=r"cosines in \[-1, 1\]"):
         kappa(np.array([0.5, 1.5]))
+
+
+# --- the sphere explorer: pure function + thin widget ---------------------------------------------
+
+def test_sphere_explore_reproduces_the_relu_exponents():
+    from neuralspec.sphere_widgets import SphereExplorerData, sphere_explore
+
+    for d in [2, 3, 5]:
+        ntk = sphere_explore(d=d, kernel="NTK")
+        ck = sphere_explore(d=d, kernel="ck")
+        assert isinstance(ntk, SphereExplorerData) and ck.settings.kernel == "CK"
+        assert abs(ntk.fit.exponent + d) < 0.3 and ntk.predicted_exponent == -d
+        assert abs(ck.fit.exponent + d + 2) < 0.5 and ck.predicted_exponent == -(d + 2)
+        assert ntk.eigenvalues.shape == (61,) and ntk.multiplicities[1] == d
+    odd = sphere_explore(d=3).relative[3:20:2]
+    assert np.abs(odd).max() < 1e-10, "no bias: the odd degrees >= 3 vanish"
+    assert sphere_explore(d=3, bias=0.1).relative[3] > 1e-5, "a bias brings them back"
+    assert sphere_explore(d=3, depth=3).relative[3] > 1e-3, "so does depth"
+
+
+def test_sphere_settings_validate():
+    from neuralspec.sphere_widgets import SphereSettings, sphere_explore
+
+    with pytest.raises(ValueError, match="d must be between 2 and 10"):
+        SphereSettings(d=1)
+    with pytest.raises(ValueError, match="kernel must be"):
+        SphereSettings(kernel="feature")
+    with pytest.raises(ValueError, match="bias must be"):
+        SphereSettings(bias=-0.1)
+    with pytest.raises(TypeError, match="depth must be an integer"):
+        SphereSettings(depth=1.5)
+    with pytest.raises(TypeError, match="unknown setting"):
+        sphere_explore(width=3)
+    assert SphereSettings().replace(d=4).d == 4
+
+
+def test_sphere_explorer_widget_updates():
+    pytest.importorskip("ipywidgets")
+    import matplotlib
+    matplotlib.use("Agg")
+    from neuralspec.sphere_widgets import SphereExplorer
+
+    ex = SphereExplorer(d=3)
+    assert ex.n_updates == 1 and ex.image.value[:4] == b"\x89PNG"
+    ex.controls["d"].value = 5
+    assert ex.n_updates == 2 and ex.data.settings.d == 5
+    assert abs(ex.data.fit.exponent + 5) < 0.3
+    ex.controls["kernel"].value = "CK"
+    assert ex.data.settings.kernel == "CK" and ex.error is None
+    bundle = ex._repr_mimebundle_()
+    assert "image/png" in bundle and "application/vnd.jupyter.widget-view+json" in bundle
