@@ -163,6 +163,8 @@ class SphereExplorerData:
 
     def plot(self, ax=None):
         """Log-log :math:`\\mu_k/\\mu_0` against ``k`` (even: filled, odd: open), with the fitted line."""
+        from matplotlib import ticker
+
         if ax is None:
             import matplotlib.pyplot as plt
 
@@ -187,7 +189,10 @@ class SphereExplorerData:
                     transform=ax.transAxes, fontsize=8)
         ax.set_xlabel("degree $k$")
         ax.set_ylabel(r"$\mu_k / \mu_0$")
-        ax.set_title(self.description, fontsize=10)
+        ticks = [v for v in (1, 2, 5, 10, 20, 50, 100, 200) if v <= s.max_degree]
+        ax.set_xticks(ticks, [str(v) for v in ticks])
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_title(self.description.replace(f"S^{s.d - 1}", f"$S^{{{s.d - 1}}}$"), fontsize=10)
         ax.legend(fontsize=8, loc="upper right")
         return ax.figure
 
