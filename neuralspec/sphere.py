@@ -460,19 +460,27 @@ def limit_kernel_of_cosine(model: nn.Module, which: str = "ntk") -> CosineKernel
             "with init='gaussian' (e.g. w_std=2**0.5) or parameterization='ntk'."
         )
     act = model.activation_name.lower() if isinstance(model.activation_name, str) else model.activation_name
-    if act != "relu":
-        raise ValueError(
-            f"the infinite-width kernels are implemented here for ReLU; got activation {act!r}."
-        )
-    bias = _has_bias(model)
-    kw = dict(depth=model.latent_layers, parameterization=model.parameterization, init="gaussian",
-              w_std=model.w_std, b_std=model.b_std, bias=bias,
-              width=model.latent_features if model.parameterization == "standard" else None)
+    import neuralspec
 
-    def fn(t: np.ndarray) -> np.ndarray:
-        x, x2 = _unit_pairs(t, d)
-        k = analytic.mlp_kernels(x, x2, **kw)
-        return (k.ntk if which == "ntk" else k.ck)[0].numpy()
+    limit_kernels = getattr(neuralspec, "limit_kernels", None)
+    bias = _has_bias(model)
+    if limit_kernels is not None:
+        def fn(t: np.ndarray) -> np.ndarray:
+            x, x2 = _unit_pairs(t, d)
+            return getattr(limit_kernels(model, x, x2), which)[0].detach().cpu().double().numpy()
+    else:  # the closed-form ReLU path
+        if act != "relu":
+            raise ValueError(
+                f"the infinite-width kernels are implemented here for ReLU; got activation {act!r}."
+            )
+        kw = dict(depth=model.latent_layers, parameterization=model.parameterization, init="gaussian",
+                  w_std=model.w_std, b_std=model.b_std, bias=bias,
+                  width=model.latent_features if model.parameterization == "standard" else None)
+
+        def fn(t: np.ndarray) -> np.ndarray:
+            x, x2 = _unit_pairs(t, d)
+            k = analytic.mlp_kernels(x, x2, **kw)
+            return (k.ntk if which == "ntk" else k.ck)[0].numpy()
 
     desc = (f"{which.upper()} of {model.latent_layers} x {act}, sigma_w^2 = {model.w_std ** 2:.3g}, "
             + (f"sigma_b = {model.b_std:.3g}" if bias else "no bias") + f", d = {d}")

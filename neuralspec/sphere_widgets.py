@@ -135,8 +135,12 @@ class SphereExplorerData:
     settings : SphereSettings
     degrees, eigenvalues, multiplicities : arrays
         The :class:`~neuralspec.sphere.SphereSpectrum`.
-    fit : PowerLawFit
-        :math:`\\mu_k \\approx C k^p` over the even degrees ``fit_from .. max_degree``.
+    fit : PowerLawFit or None
+        :math:`\\mu_k \\approx C k^p` over the degrees ``fit_from .. max_degree`` of one
+        parity (even, or odd when the even ones vanish, as for odd activations) that are
+        above ``1e-12`` of the largest eigenvalue; ``None`` when fewer than three are
+        (a spectrum that falls faster than any power).
+    fit_parity : {"even", "odd"} or None
     predicted_exponent : float or None
         The theory's exponent for ReLU (:math:`-d` for the NTK, :math:`-(d+2)` for the CK), else ``None``.
     description : str
@@ -147,22 +151,31 @@ class SphereExplorerData:
     degrees: np.ndarray
     eigenvalues: np.ndarray
     multiplicities: np.ndarray
-    fit: PowerLawFit
+    fit: Optional[PowerLawFit]
+    fit_parity: Optional[str]
     predicted_exponent: Optional[float]
     description: str
     seconds: float = 0.0
 
     @property
+    def scale(self) -> float:
+        """The largest :math:`|\\mu_k|` (``mu_0`` for ReLU; ``mu_1`` for odd activations, whose ``mu_0`` is 0)."""
+        return float(np.abs(self.eigenvalues).max())
+
+    @property
     def relative(self) -> np.ndarray:
-        r""":math:`\mu_k / \mu_0`."""
-        return self.eigenvalues / self.eigenvalues[0]
+        r""":math:`\mu_k / \max_j |\mu_j|`."""
+        return self.eigenvalues / self.scale
 
     def summary(self) -> str:
+        if self.fit is None:
+            return (f"{self.description}: below 1e-12 of the top before degree {self.settings.fit_from} "
+                    "(faster than any power)")
         pred = "" if self.predicted_exponent is None else f" (theory {self.predicted_exponent:g})"
         return f"{self.description}: fitted slope {self.fit.exponent:.2f}{pred}"
 
     def plot(self, ax=None):
-        """Log-log :math:`\\mu_k/\\mu_0` against ``k`` (even: filled, odd: open), with the fitted line."""
+        """Log-log :math:`|\\mu_k|/\\max|\\mu|` against ``k`` (even: filled, odd: open), with the fitted line."""
         from matplotlib import ticker
 
         if ax is None:
@@ -176,22 +189,22 @@ class SphereExplorerData:
         even, odd = (k % 2 == 0) & (r > floor), (k % 2 == 1) & (r > floor)
         ax.loglog(k[even], r[even], "o", ms=4, color="C0", label="even degrees")
         ax.loglog(k[odd], r[odd], "o", ms=4, mfc="none", color="C1", label="odd degrees")
-        n_zero = int(((k % 2 == 1) & (r <= floor)).sum())
-        kf = np.arange(s.fit_from, s.max_degree + 1)
-        ax.loglog(kf, self.fit(kf) / self.eigenvalues[0], "-", color="k", lw=1.2,
-                  label=f"fit over even $k \\geq {s.fit_from}$: slope {self.fit.exponent:.2f}")
-        if self.predicted_exponent is not None:
-            c = self.fit(s.fit_from) / self.eigenvalues[0] / s.fit_from ** self.predicted_exponent
-            ax.loglog(kf, c * kf ** self.predicted_exponent, ":", color="gray", lw=1.5,
-                      label=f"theory: slope {self.predicted_exponent:g}")
+        n_zero = int((r <= floor).sum())
+        if self.fit is not None:
+            kf = np.arange(s.fit_from, s.max_degree + 1)
+            ax.loglog(kf, self.fit(kf) / self.scale, "-", color="k", lw=1.2,
+                      label=f"fit over {self.fit_parity} $k \\geq {s.fit_from}$: slope {self.fit.exponent:.2f}")
+            if self.predicted_exponent is not None:
+                c = self.fit(s.fit_from) / self.scale / s.fit_from ** self.predicted_exponent
+                ax.loglog(kf, c * kf ** self.predicted_exponent, ":", color="gray", lw=1.5,
+                          label=f"theory: slope {self.predicted_exponent:g}")
         if n_zero:
-            ax.text(0.03, 0.04, f"{n_zero} odd degrees are zero (< 1e-13, not shown)",
-                    transform=ax.transAxes, fontsize=8)
-        ax.set_xlabel("degree $k$")
-        ax.set_ylabel(r"$\mu_k / \mu_0$")
+            ax.text(0.03, 0.04, f"{n_zero} degrees below 1e-13 (not shown)", transform=ax.transAxes, fontsize=8)
         ticks = [v for v in (1, 2, 5, 10, 20, 50, 100, 200) if v <= s.max_degree]
         ax.set_xticks(ticks, [str(v) for v in ticks])
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xlabel("degree $k$")
+        ax.set_ylabel(r"$|\mu_k| / \max_j |\mu_j|$")
         ax.set_title(self.description.replace(f"S^{s.d - 1}", f"$S^{{{s.d - 1}}}$"), fontsize=10)
         ax.legend(fontsize=8, loc="upper right")
         return ax.figure
@@ -210,17 +223,19 @@ def sphere_explore(settings: Union[SphereSettings, Mapping[str, Any], None] = No
     t0 = time.perf_counter()
     kappa = limit_kernel_of_cosine(_model(s), s.kernel.lower())
     spec = sphere_spectrum(kappa, s.d, s.max_degree)
-    ev = np.arange(s.fit_from + (s.fit_from % 2), s.max_degree + 1, 2)
     mu = spec.eigenvalues
-    keep = mu[ev] > 1e-13 * mu[0]
-    if keep.sum() < 2:
-        raise ValueError("fewer than two even degrees in the fit range are above round-off; "
-                         "lower fit_from or max_degree.")
-    fit = fit_power_law(ev[keep], mu[ev][keep])
+    top = np.abs(mu).max()
+    fit, parity = None, None
+    for start, name in [(0, "even"), (1, "odd")]:
+        ks = np.arange(s.fit_from, s.max_degree + 1)
+        ks = ks[(ks % 2 == start) & (mu[ks] > 1e-12 * top)]
+        if len(ks) >= 3:
+            fit, parity = fit_power_law(ks, mu[ks]), name
+            break
     pred = float(_RELU_EXPONENT[s.kernel](s.d)) if s.activation == "relu" else None
     bias = f"sigma_b = {s.bias:g}" if s.bias > 0 else "no bias"
     desc = f"{s.kernel} of {s.depth} x {s.activation} ({bias}) on S^{s.d - 1}"
-    return SphereExplorerData(s, spec.degrees, mu, spec.multiplicities, fit, pred, desc,
+    return SphereExplorerData(s, spec.degrees, mu, spec.multiplicities, fit, parity, pred, desc,
                               time.perf_counter() - t0)
 
 
