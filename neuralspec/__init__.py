@@ -7,7 +7,10 @@ and what the spectra predict about training.
 """
 from . import analytic
 from .kernels import conjugate_kernel, feature_kernel, readout_features
-from .models import LFF, MLP, RFF, RFFMLP, NTKLinear, Sine, get_activation
+from .models import LFF, MLP, RFF, RFFMLP, Erf, NTKLinear, Sine, get_activation
+from .layers import (ACTIVATION_RULES, ActivationOp, ActivationRule, LinearRule, activation_rule, network_plan,
+                     register_activation, unregister_activation)
+from .limits import LimitKernels, limit_kernels
 from .plotting import plot_eigenfunctions, plot_features, plot_kernel, plot_spectrum, use_style
 from .spectrum import effective_rank, eigenvalues, eigh, numerical_floor, numerical_rank
 from .utils import default_device, on_colab, set_seed, torch_threads
@@ -25,7 +28,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     # models
-    "LFF", "RFF", "RFFMLP", "MLP", "NTKLinear", "Sine", "get_activation",
+    "LFF", "RFF", "RFFMLP", "MLP", "NTKLinear", "Sine", "Erf", "get_activation",
+    # layer rules and the infinite-width limit
+    "network_plan", "LinearRule", "ActivationOp", "ActivationRule", "activation_rule",
+    "register_activation", "unregister_activation", "ACTIVATION_RULES", "limit_kernels", "LimitKernels",
     # kernels
     "feature_kernel", "conjugate_kernel", "readout_features",
     # spectra

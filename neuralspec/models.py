@@ -15,7 +15,8 @@ from torch.nn import functional as F
 
 from ._validation import check_positive, check_positive_int
 
-__all__ = ["LFF", "RFF", "RFFMLP", "MLP", "NTKLinear", "Sine", "get_activation", "resolve_init", "ACTIVATIONS"]
+__all__ = ["LFF", "RFF", "RFFMLP", "MLP", "NTKLinear", "Sine", "Erf", "get_activation", "resolve_init",
+           "ACTIVATIONS"]
 
 
 def _check_features(x: torch.Tensor, expected: int, who: str) -> None:
@@ -221,6 +222,14 @@ class Sine(nn.Module):
         return torch.sin(x)
 
 
+class Erf(nn.Module):
+    r"""Elementwise error function :math:`\operatorname{erf}(z) = \frac{2}{\sqrt\pi}\int_0^z e^{-t^2} dt`,
+    as a module (torch has none). Its infinite-width kernel is in closed form (Williams 1997)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.erf(x)
+
+
 ACTIVATIONS: dict = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -229,6 +238,10 @@ ACTIVATIONS: dict = {
     "softplus": nn.Softplus,
     "sin": Sine,
     "identity": nn.Identity,
+    "erf": Erf,
+    "leaky_relu": nn.LeakyReLU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
 }
 
 
@@ -291,7 +304,8 @@ class MLP(_Stack):
         Input size, hidden width, number of hidden layers (>= 1), output size.
     activation : str or nn.Module
         ``"relu"`` (default), ``"tanh"``, ``"gelu"``, ``"sigmoid"``, ``"softplus"``,
-        ``"sin"``, ``"identity"``, or a module.
+        ``"sin"``, ``"identity"``, ``"erf"``, ``"leaky_relu"`` (slope 0.01; pass
+        ``nn.LeakyReLU(a)`` for another), ``"silu"``, ``"elu"``, or a module.
     parameterization : {"standard", "ntk"}
     bias : bool
         Whether the layers have biases.

@@ -69,6 +69,8 @@ import torch
 from torch import nn
 
 from ._validation import ArrayLike, as_inputs, check_finite, trainable_parameters
+from .layers import (_ActOp, _LinearOp, _elementwise_types, _structured_plan,  # noqa: F401  (one plan)
+                     _value_and_derivative)
 
 __all__ = ["ntk", "ntk_by_layer", "ntk_method", "METHODS"]
 
@@ -269,141 +271,6 @@ def _contract(J1: Dict[str, torch.Tensor], J2: Dict[str, torch.Tensor]) -> Dict[
 # ----------------------------------------------------------------------------
 # structured path: stacks of linear layers and elementwise activations
 # ----------------------------------------------------------------------------
-
-def _elementwise_types() -> Tuple[type, ...]:
-    from .models import Sine
-
-    return (nn.ReLU, nn.Tanh, nn.GELU, nn.Sigmoid, nn.Softplus, Sine, nn.Identity,
-            nn.LeakyReLU, nn.SiLU, nn.ELU)
-
-
-def _same_forward(mod: nn.Module, base: type) -> bool:
-    return isinstance(mod, base) and type(mod).forward is base.forward
-
-
-class _LinearOp:
-    """``z = F.linear(pre * h, ws * W, bs * b)``, with the module that owns ``W, b``."""
-
-    def __init__(self, path: str, module: nn.Module, ws: float, bs: float, pre: float) -> None:
-        self.path, self.module, self.ws, self.bs, self.pre = path, module, ws, bs, pre
-        w, b = module.weight, module.bias
-        self.w_name = f"{path}.weight" if path else "weight"
-        self.b_name = f"{path}.bias" if path else "bias"
-        self.w_train = bool(w.requires_grad)
-        self.b_train = b is not None and bool(b.requires_grad)
-
-    @property
-    def trainable(self) -> bool:
-        return self.w_train or self.b_train
-
-    def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        W = self.module.weight.detach()
-        b = self.module.bias
-        b = None if b is None else self.bs * b.detach()
-        inp = h if self.pre == 1.0 else self.pre * h
-        return torch.nn.functional.linear(inp, W if self.ws == 1.0 else self.ws * W, b)
-
-
-class _ActOp:
-    def __init__(self, path: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.path, self.fn = path, fn
-
-
-def _has_hooks(mod: nn.Module) -> bool:
-    return bool(mod._forward_hooks or mod._forward_pre_hooks or mod._backward_hooks
-                or getattr(mod, "_backward_pre_hooks", None))
-
-
-def _structured_plan(model: nn.Module) -> Tuple[Optional[List[object]], str]:
-    """The list of linear/activation ops of ``model``, or ``None`` and the reason it does not qualify."""
-    from torch.nn.modules import module as _module_mod
-    from torch.nn.utils import parametrize
-
-    from .models import LFF, NTKLinear
-
-    acts = _elementwise_types()
-    if any(getattr(_module_mod, g, None) for g in
-           ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks")):
-        return None, "global module hooks are registered"
-    ops: List[object] = []
-
-    def walk(mod: nn.Module, path: str) -> Optional[str]:
-        if _has_hooks(mod):
-            return f"module {path or '(model)'} has hooks"
-        if parametrize.is_parametrized(mod):
-            return f"module {path or '(model)'} is parametrized"
-        if _same_forward(mod, nn.Sequential):
-            for name, child in mod.named_children():
-                why = walk(child, f"{path}.{name}" if path else name)
-                if why:
-                    return why
-            return None
-        if _same_forward(mod, LFF):
-            lin = mod.linear
-            sub = f"{path}.linear" if path else "linear"
-            if not _same_forward(lin, nn.Linear) or _has_hooks(lin) or parametrize.is_parametrized(lin):
-                return f"module {sub} is not a plain nn.Linear"
-            ops.append(_LinearOp(sub, lin, 1.0, 1.0, math.pi))
-            ops.append(_ActOp(path, torch.sin))
-            return None
-        if _same_forward(mod, nn.Linear):
-            ops.append(_LinearOp(path, mod, 1.0, 1.0, 1.0))
-            return None
-        if _same_forward(mod, NTKLinear):
-            ops.append(_LinearOp(path, mod, mod.weight_scale, mod.bias_scale, 1.0))
-            return None
-        if type(mod) in acts:
-            ops.append(_ActOp(path, mod))
-            return None
-        return (f"module {path or '(model)'} ({type(mod).__name__}) is not a linear layer, an "
-                "elementwise activation or an nn.Sequential of them")
-
-    why = walk(model, "")
-    if why:
-        return None, why
-    covered = set()
-    for op in ops:
-        if isinstance(op, _LinearOp):
-            covered.add(id(op.module.weight))
-            if op.module.bias is not None:
-                covered.add(id(op.module.bias))
-    for name, p in model.named_parameters():
-        if p.requires_grad and id(p) not in covered:
-            return None, f"trainable parameter {name} is outside the linear layers"
-    if not any(isinstance(op, _LinearOp) and op.trainable for op in ops):
-        return None, "no trainable linear layer"
-    return ops, ("a stack of linear layers and elementwise activations: "
-                 "NTK = sum_l (delta_l delta_l^T) * (h_l h_l^T + 1), no Jacobian formed")
-
-
-def _value_and_derivative(fn, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``fn(z)`` and ``fn'(z)`` for an elementwise ``fn``: closed forms for the common
-    activations, autograd (the gradient of the sum) for the others."""
-    from .models import Sine
-
-    t = type(fn)
-    if fn is torch.sin or t is Sine:
-        return torch.sin(z), torch.cos(z)
-    if t is nn.Identity:
-        return z, torch.ones_like(z)
-    if t is nn.ReLU:
-        return torch.relu(z), (z > 0).to(z.dtype)
-    if t is nn.Tanh:
-        y = torch.tanh(z)
-        return y, 1 - y * y
-    if t is nn.Sigmoid:
-        y = torch.sigmoid(z)
-        return y, y * (1 - y)
-    if t is nn.GELU and fn.approximate == "none":
-        cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2.0)))
-        pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-        return z * cdf, cdf + z * pdf
-    with torch.enable_grad():
-        zz = z.detach().requires_grad_(True)
-        y = fn(zz.clone())
-        (d,) = torch.autograd.grad(y, zz, torch.ones_like(y))
-    return y.detach(), d
-
 
 def _structured_features(ops: List[object], x: torch.Tensor):
     """Per trainable linear op: its input ``h`` (n, n_in) and ``delta`` (n, O * n_out); and the output."""

@@ -248,7 +248,8 @@ def _call_kernel(kernel_fn, xa, xb, shape) -> torch.Tensor:
 def _structured_ops(model: nn.Module):
     """The structured plan of :mod:`neuralspec.ntk` for ``model`` (its layers), or ``None`` and why."""
     try:
-        from .ntk import _structured_features, _structured_plan  # noqa: F401
+        from .layers import _structured_plan  # noqa: F401  (the one plan)
+        from .ntk import _structured_features  # noqa: F401
 
         ops, why = _structured_plan(model)
         if ops is not None:
