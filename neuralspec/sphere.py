@@ -45,6 +45,7 @@ from scipy.special import gammaln
 from torch import nn
 
 from ._validation import as_real_array, check_positive_int
+from .limits import limit_kernels
 
 __all__ = [
     "SphereSpectrum",
@@ -413,8 +414,9 @@ def limit_kernel_of_cosine(model: nn.Module, which: str = "ntk") -> CosineKernel
 
         x = e_1, \qquad x' = t\, e_1 + \sqrt{1 - t^2}\, e_2,
 
-    with the layer-by-layer limit of :func:`neuralspec.analytic.mlp_kernels`
-    (ReLU). The input kernel is :math:`x^\top x'/d` (neural-tangents'
+    with the layer-by-layer infinite-width limit of ``ns.limit_kernels``
+    (any activation it has a rule for: closed forms for ReLU, erf, sin, ...,
+    quadrature for GELU, tanh, ...). The input kernel is :math:`x^\top x'/d` (neural-tangents'
     convention), so the first pre-activation covariance is
     :math:`\sigma_w^2 t / d + \sigma_b^2`. Pass the result to
     :func:`sphere_spectrum`.
@@ -426,10 +428,10 @@ def limit_kernel_of_cosine(model: nn.Module, which: str = "ntk") -> CosineKernel
     Parameters
     ----------
     model : MLP
-        ``ns.MLP(d, n, L, 1, "relu", parameterization="ntk")`` or
+        ``ns.MLP(d, n, L, 1, "erf", parameterization="ntk")`` or
         ``ns.MLP(..., init="gaussian", w_std=..., b_std=...)``; ``d >= 2``.
         In the standard parameterization the NTK grows with the width and is
-        taken at the model's width (:func:`~neuralspec.analytic.mlp_kernels`).
+        taken at the model's width (as ``ns.limit_kernels`` does).
     which : {"ntk", "ck"}
         The neural tangent kernel of the output, or the conjugate kernel of
         the last hidden layer.
@@ -439,7 +441,6 @@ def limit_kernel_of_cosine(model: nn.Module, which: str = "ntk") -> CosineKernel
     CosineKernel
         A vectorized :math:`\kappa(t)`, float64.
     """
-    from . import analytic
     from .models import MLP
 
     if which not in ("ntk", "ck"):
@@ -460,27 +461,11 @@ def limit_kernel_of_cosine(model: nn.Module, which: str = "ntk") -> CosineKernel
             "with init='gaussian' (e.g. w_std=2**0.5) or parameterization='ntk'."
         )
     act = model.activation_name.lower() if isinstance(model.activation_name, str) else model.activation_name
-    import neuralspec
-
-    limit_kernels = getattr(neuralspec, "limit_kernels", None)
     bias = _has_bias(model)
-    if limit_kernels is not None:
-        def fn(t: np.ndarray) -> np.ndarray:
-            x, x2 = _unit_pairs(t, d)
-            return getattr(limit_kernels(model, x, x2), which)[0].detach().cpu().double().numpy()
-    else:  # the closed-form ReLU path
-        if act != "relu":
-            raise ValueError(
-                f"the infinite-width kernels are implemented here for ReLU; got activation {act!r}."
-            )
-        kw = dict(depth=model.latent_layers, parameterization=model.parameterization, init="gaussian",
-                  w_std=model.w_std, b_std=model.b_std, bias=bias,
-                  width=model.latent_features if model.parameterization == "standard" else None)
 
-        def fn(t: np.ndarray) -> np.ndarray:
-            x, x2 = _unit_pairs(t, d)
-            k = analytic.mlp_kernels(x, x2, **kw)
-            return (k.ntk if which == "ntk" else k.ck)[0].numpy()
+    def fn(t: np.ndarray) -> np.ndarray:
+        x, x2 = _unit_pairs(t, d)
+        return getattr(limit_kernels(model, x, x2), which)[0].detach().cpu().double().numpy()
 
     desc = (f"{which.upper()} of {model.latent_layers} x {act}, sigma_w^2 = {model.w_std ** 2:.3g}, "
             + (f"sigma_b = {model.b_std:.3g}" if bias else "no bias") + f", d = {d}")

@@ -9,12 +9,13 @@ Two layers, as in :mod:`neuralspec.widgets`:
   (:func:`~neuralspec.sphere.limit_kernel_of_cosine`; the width of the
   model does not enter the limit), computes its eigenvalue per degree on
   :math:`S^{d-1}` (:func:`~neuralspec.sphere.sphere_spectrum`) and fits
-  :math:`\mu_k \approx C k^{p}` over the even degrees of the fit range,
+  :math:`\mu_k \approx C k^{p}` over the even degrees of the fit range (the
+  odd ones for odd activations, whose even degrees vanish without a bias),
   returning a :class:`SphereExplorerData`.
 * :class:`SphereExplorer` is a thin ipywidgets layer: sliders for ``d``,
   ``depth`` and ``bias``, buttons for the kernel, a dropdown for the
   activation; every change calls :func:`sphere_explore` and redraws one
-  log-log figure of :math:`\mu_k/\mu_0` against ``k`` with the fitted slope.
+  log-log figure of :math:`|\mu_k|/\max_j|\mu_j|` against ``k`` with the fitted slope.
   Only widgets present in both ipywidgets 7.7 (Colab) and 8 are used.
 
 Import it as ``from neuralspec.sphere_widgets import SphereExplorer``.
@@ -36,8 +37,8 @@ from .sphere import limit_kernel_of_cosine, sphere_spectrum
 
 __all__ = ["SPHERE_ACTIVATIONS", "SphereSettings", "SphereExplorerData", "sphere_explore", "SphereExplorer"]
 
-#: Activations the explorer offers (those whose infinite-width limit is implemented).
-SPHERE_ACTIVATIONS = ("relu",)
+#: Activations the explorer offers (closed-form or fast infinite-width limits in ``ns.limit_kernels``).
+SPHERE_ACTIVATIONS = ("relu", "gelu", "erf", "sin")
 #: The exponents the theory predicts for ReLU (Bietti and Mairal 2019): NTK k^-d, CK k^-(d+2).
 _RELU_EXPONENT = {"NTK": lambda d: -d, "CK": lambda d: -(d + 2)}
 

@@ -190,6 +190,11 @@ def test_sphere_explore_reproduces_the_relu_exponents():
     assert np.abs(odd).max() < 1e-10, "no bias: the odd degrees >= 3 vanish"
     assert sphere_explore(d=3, bias=0.1).relative[3] > 1e-5, "a bias brings them back"
     assert sphere_explore(d=3, depth=3).relative[3] > 1e-3, "so does depth"
+    erf = sphere_explore(d=3, activation="erf")
+    assert abs(erf.relative[0]) < 1e-12 and erf.relative[1] == 1.0, "erf is odd: no degree 0 without bias"
+    assert erf.fit_parity == "odd" and erf.fit.exponent < -10 and erf.predicted_exponent is None
+    sin = sphere_explore(d=3, activation="sin", max_degree=40, fit_from=12)
+    assert sin.fit is None and "faster than any power" in sin.summary()
 
 
 def test_sphere_settings_validate():
@@ -223,3 +228,17 @@ def test_sphere_explorer_widget_updates():
     assert ex.data.settings.kernel == "CK" and ex.error is None
     bundle = ex._repr_mimebundle_()
     assert "image/png" in bundle and "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def test_limit_kernel_of_cosine_for_smooth_activations():
+    # erf, no bias, sigma_w^2 = 2 on S^2: Sigma = 2t/3, CK = (2/pi) arcsin(2 Sigma / (1 + 2 * 2/3))
+    model = ns.MLP(3, 16, 1, 1, activation="erf", parameterization="ntk", bias=False, w_std=2 ** 0.5)
+    kappa = ns.limit_kernel_of_cosine(model, "ck")
+    t = np.linspace(-1, 1, 41)
+    np.testing.assert_allclose(kappa(t), 2 / np.pi * np.arcsin(4 * t / 7), rtol=1e-12, atol=1e-14)
+    s = ns.sphere_spectrum(kappa, 3, 30)
+    assert np.abs(s.eigenvalues[0::2]).max() < 1e-14, "an odd activation without bias: no even degrees"
+    big = ns.sphere_spectrum(kappa, 3, 30, n_nodes=1000)
+    assert np.abs(s.eigenvalues - big.eigenvalues).max() < 1e-13 * np.abs(s.eigenvalues).max()
+    gelu = ns.limit_kernel_of_cosine(ns.MLP(3, 16, 2, 1, activation="gelu", parameterization="ntk"), "ntk")
+    assert np.all(np.isfinite(gelu(t))) and gelu.d == 3
