@@ -18,7 +18,7 @@ from .ntk import ntk, ntk_by_layer, ntk_method
 from .scale import (BlockKernelOperator, DenseKernelOperator, KernelOperator, MatrixFreeNTKOperator,
                     kernel_operator, ntk_matvec, ntk_operator, top_eigenpairs)
 from .data import (PowerLawFit, circle_data, circle_grid, circle_spectrum, fit_power_law,
-                   fourier_modes, frequency_amplitudes, sine_data, sum_of_sines)
+                   fourier_modes, frequency_amplitudes, gratings, sine_data, sum_of_sines)
 from .training import (TrainResult, check_learning_rate, mse_loss, ntk_lambda_max, predict_residuals,
                        project_residuals, stability_limit, time_to_learn, train)
 from .sphere import (CosineKernel, SphereSpectrum, gegenbauer, limit_kernel_of_cosine, sphere_data,
@@ -49,7 +49,7 @@ __all__ = [
     # training and spectral bias
     "train", "TrainResult", "mse_loss", "ntk_lambda_max", "stability_limit", "check_learning_rate",
     "project_residuals", "predict_residuals", "time_to_learn",
-    "sum_of_sines", "sine_data", "circle_grid", "circle_data", "fourier_modes",
+    "sum_of_sines", "sine_data", "circle_grid", "circle_data", "fourier_modes", "gratings",
     "frequency_amplitudes", "circle_spectrum", "fit_power_law", "PowerLawFit",
     # spectra on the sphere
     "sphere_spectrum", "SphereSpectrum", "sphere_data", "sphere_multiplicity",

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._validation import check_positive, check_positive_int
+from ._validation import check_nonnegative, check_positive, check_positive_int
 
 __all__ = ["LFF", "RFF", "RFFMLP", "MLP", "NTKLinear", "Sine", "Erf", "get_activation", "resolve_init",
            "ACTIVATIONS"]
@@ -191,8 +191,8 @@ class NTKLinear(nn.Module):
         check_positive_int(out_features, "out_features")
         self.in_features = in_features
         self.out_features = out_features
-        self.w_std = float(w_std)
-        self.b_std = float(b_std)
+        self.w_std = check_positive(w_std, "w_std")
+        self.b_std = check_nonnegative(b_std, "b_std")
         self.weight = nn.Parameter(torch.randn(out_features, in_features))
         self.bias = nn.Parameter(torch.randn(out_features)) if bias else None
 
@@ -313,7 +313,8 @@ class MLP(_Stack):
         Default ``"torch"`` for the standard parameterization, ``"gaussian"``
         for the NTK one (which has no other).
     w_std, b_std : float
-        Gaussian init / NTK-parameterization scales (defaults ``sqrt(2)`` and ``0.1``).
+        Gaussian init / NTK-parameterization scales (defaults ``sqrt(2)`` and ``0.1``);
+        ``w_std > 0`` and ``b_std >= 0``, finite (else ``ValueError`` naming the argument).
     """
 
     def __init__(
@@ -330,6 +331,8 @@ class MLP(_Stack):
         w_std: float = math.sqrt(2.0),
         b_std: float = 0.1,
     ) -> None:
+        check_positive(w_std, "w_std")
+        check_nonnegative(b_std, "b_std")
         for v, n in [(in_features, "in_features"), (latent_features, "latent_features"),
                      (latent_layers, "latent_layers"), (out_features, "out_features")]:
             check_positive_int(v, n)
