@@ -21,6 +21,8 @@ from .data import (PowerLawFit, circle_data, circle_grid, circle_spectrum, fit_p
                    fourier_modes, frequency_amplitudes, gratings, sine_data, sum_of_sines)
 from .training import (TrainResult, check_learning_rate, mse_loss, ntk_lambda_max, predict_residuals,
                        project_residuals, stability_limit, time_to_learn, train)
+from .sphere import (CosineKernel, SphereSpectrum, gegenbauer, limit_kernel_of_cosine, sphere_data,
+                     sphere_harmonic_dimension, sphere_multiplicity, sphere_spectrum)
 
 __version__ = "0.1.0"
 
@@ -49,4 +51,7 @@ __all__ = [
     "project_residuals", "predict_residuals", "time_to_learn",
     "sum_of_sines", "sine_data", "circle_grid", "circle_data", "fourier_modes", "gratings",
     "frequency_amplitudes", "circle_spectrum", "fit_power_law", "PowerLawFit",
+    # spectra on the sphere
+    "sphere_spectrum", "SphereSpectrum", "sphere_data", "sphere_multiplicity",
+    "sphere_harmonic_dimension", "gegenbauer", "limit_kernel_of_cosine", "CosineKernel",
 ]
