@@ -8,6 +8,7 @@ and what the spectra predict about training.
 from . import analytic
 from .kernels import conjugate_kernel, feature_kernel, readout_features
 from .models import LFF, MLP, RFF, RFFMLP, NTKLinear, Sine, get_activation
+from .models import ScaledLinear, mup_layer
 from .plotting import plot_eigenfunctions, plot_features, plot_kernel, plot_spectrum, use_style
 from .spectrum import effective_rank, eigenvalues, eigh, numerical_floor, numerical_rank
 from .utils import default_device, on_colab, set_seed, torch_threads
@@ -18,6 +19,8 @@ from .data import (PowerLawFit, circle_data, circle_grid, circle_spectrum, fit_p
                    fourier_modes, frequency_amplitudes, sine_data, sum_of_sines)
 from .training import (TrainResult, check_learning_rate, mse_loss, ntk_lambda_max, predict_residuals,
                        project_residuals, stability_limit, time_to_learn, train)
+
+from .motion import OutputScaled, kernel_alignment, relative_kernel_change, train_to_loss
 
 __version__ = "0.1.0"
 
@@ -43,4 +46,6 @@ __all__ = [
     "project_residuals", "predict_residuals", "time_to_learn",
     "sum_of_sines", "sine_data", "circle_grid", "circle_data", "fourier_modes",
     "frequency_amplitudes", "circle_spectrum", "fit_power_law", "PowerLawFit",
+    # kernel motion: lazy vs rich training
+    "ScaledLinear", "mup_layer", "kernel_alignment", "relative_kernel_change", "OutputScaled", "train_to_loss",
 ]
