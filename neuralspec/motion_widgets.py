@@ -85,7 +85,7 @@ class MotionSettings:
     steps: int = 100
     seed: int = 0
     n_points: int = 24
-    eta: float = 1.5
+    eta: float = 1.0
     record_every: int = 5
 
     def __post_init__(self) -> None:
