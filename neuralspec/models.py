@@ -2,7 +2,7 @@ r"""Networks of the course: Fourier features and multi-layer perceptrons.
 
 ``LFF``, ``RFF`` and ``RFFMLP`` keep the seed notes' signatures and structure,
 with the seed's freezing bug fixed. ``MLP`` is a plain fully connected network
-in either of the two parameterizations of the neural-tangents library.
+in the two parameterizations of the neural-tangents library or in muP (Yang & Hu 2021).
 """
 from __future__ import annotations
 
