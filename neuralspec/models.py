@@ -234,6 +234,10 @@ class ScaledLinear(NTKLinear):
 
     It shares :class:`NTKLinear`'s forward pass, so the structured NTK
     (:func:`~neuralspec.ntk.ntk`) treats it exactly, with these multipliers.
+    Its ``w_std`` and ``b_std`` are the forward scales at initialization,
+    :math:`\sigma_w = a_w s_w \sqrt{n_\text{in}}` and :math:`\sigma_b = a_b s_b`
+    (the pre-activation variance is :math:`\sigma_w^2 \|h\|^2/n_\text{in} + \sigma_b^2`),
+    which is what :func:`~neuralspec.limits.limit_kernels` reads.
 
     Parameters
     ----------
@@ -258,6 +262,10 @@ class ScaledLinear(NTKLinear):
         self.bias_multiplier = float(bias_multiplier)
         self.weight_init_std = float(weight_init_std)
         self.bias_init_std = float(bias_init_std)
+        # NTKLinear's w_std / b_std: the forward scales, Var(z) = w_std^2 |h|^2 / n_in + b_std^2
+        # at init (read by ns.limit_kernels, whose layer rule is that of NTKLinear).
+        self.w_std = self.weight_multiplier * self.weight_init_std * math.sqrt(in_features)
+        self.b_std = self.bias_multiplier * self.bias_init_std if bias else 0.0
         with torch.no_grad():
             self.weight.mul_(self.weight_init_std)
             if self.bias is not None:

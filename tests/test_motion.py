@@ -392,3 +392,18 @@ def test_motion_explorer_follows_its_controls():
         ex.set(depth=3)
     bundle = ex._repr_mimebundle_()
     assert "image/png" in bundle and "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def test_mup_limit_kernels_equal_the_ntk_parameterization_limit():
+    # muP and NTK parameterization share the NTK at init (same pre-activations, the output
+    # 1/sqrt(n) smaller and its gradient factors n times larger), so their limits agree.
+    x = torch.randn(8, 3, dtype=torch.float64)
+    torch.manual_seed(0)
+    mup = ns.MLP(3, 2048, 2, 1, "erf", parameterization="mup").double()
+    ntkp = ns.MLP(3, 2048, 2, 1, "erf", parameterization="ntk").double()
+    lim_m, lim_n = ns.limit_kernels(mup, x), ns.limit_kernels(ntkp, x)
+    torch.testing.assert_close(lim_m.ntk, lim_n.ntk, rtol=1e-12, atol=1e-12)
+    K = ns.ntk(mup, x)
+    assert float((K - lim_m.ntk).abs().max() / lim_m.ntk.abs().max()) < 0.1
+    # the output's NNGP (output bias sigma_b^2 = 0.01 in both) is n times smaller otherwise
+    torch.testing.assert_close((lim_m.nngp_out - 0.01) * 2048, lim_n.nngp_out - 0.01, rtol=1e-9, atol=1e-9)
