@@ -8,6 +8,7 @@ and what the spectra predict about training.
 from . import analytic
 from .kernels import conjugate_kernel, feature_kernel, readout_features
 from .models import LFF, MLP, RFF, RFFMLP, Erf, NTKLinear, Sine, get_activation
+from .models import ScaledLinear, mup_layer
 from .layers import (ACTIVATION_RULES, ActivationOp, ActivationRule, LinearRule, activation_rule, network_plan,
                      register_activation, unregister_activation)
 from .limits import LimitKernels, limit_kernels
@@ -23,6 +24,8 @@ from .training import (TrainResult, check_learning_rate, mse_loss, ntk_lambda_ma
                        project_residuals, stability_limit, time_to_learn, train)
 from .sphere import (CosineKernel, SphereSpectrum, gegenbauer, limit_kernel_of_cosine, sphere_data,
                      sphere_harmonic_dimension, sphere_multiplicity, sphere_spectrum)
+
+from .motion import OutputScaled, kernel_alignment, relative_kernel_change, train_to_loss
 
 __version__ = "0.1.0"
 
@@ -54,4 +57,6 @@ __all__ = [
     # spectra on the sphere
     "sphere_spectrum", "SphereSpectrum", "sphere_data", "sphere_multiplicity",
     "sphere_harmonic_dimension", "gegenbauer", "limit_kernel_of_cosine", "CosineKernel",
+    # kernel motion: lazy vs rich training
+    "ScaledLinear", "mup_layer", "kernel_alignment", "relative_kernel_change", "OutputScaled", "train_to_loss",
 ]
