@@ -43,7 +43,7 @@ test: $(STAMP)
 	$(PY) -m pytest tests -q -m browser
 
 bench: $(STAMP)
-	$(PY) -m neuralspec.bench
+	$(PY) benchmarks/bench.py
 
 clean:
 	rm -rf _build .pytest_cache

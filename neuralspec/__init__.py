@@ -7,7 +7,10 @@ and what the spectra predict about training.
 """
 from . import analytic
 from .kernels import conjugate_kernel, feature_kernel, readout_features
-from .models import LFF, MLP, RFF, RFFMLP, NTKLinear, Sine, get_activation
+from .models import LFF, MLP, RFF, RFFMLP, Erf, NTKLinear, Sine, get_activation
+from .layers import (ACTIVATION_RULES, ActivationOp, ActivationRule, LinearRule, activation_rule, network_plan,
+                     register_activation, unregister_activation)
+from .limits import LimitKernels, limit_kernels
 from .plotting import plot_eigenfunctions, plot_features, plot_kernel, plot_spectrum, use_style
 from .spectrum import effective_rank, eigenvalues, eigh, numerical_floor, numerical_rank
 from .utils import default_device, on_colab, set_seed, torch_threads
@@ -15,7 +18,7 @@ from .ntk import ntk, ntk_by_layer, ntk_method
 from .scale import (BlockKernelOperator, DenseKernelOperator, KernelOperator, MatrixFreeNTKOperator,
                     kernel_operator, ntk_matvec, ntk_operator, top_eigenpairs)
 from .data import (PowerLawFit, circle_data, circle_grid, circle_spectrum, fit_power_law,
-                   fourier_modes, frequency_amplitudes, sine_data, sum_of_sines)
+                   fourier_modes, frequency_amplitudes, gratings, sine_data, sum_of_sines)
 from .training import (TrainResult, check_learning_rate, mse_loss, ntk_lambda_max, predict_residuals,
                        project_residuals, stability_limit, time_to_learn, train)
 
@@ -23,7 +26,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     # models
-    "LFF", "RFF", "RFFMLP", "MLP", "NTKLinear", "Sine", "get_activation",
+    "LFF", "RFF", "RFFMLP", "MLP", "NTKLinear", "Sine", "Erf", "get_activation",
+    # layer rules and the infinite-width limit
+    "network_plan", "LinearRule", "ActivationOp", "ActivationRule", "activation_rule",
+    "register_activation", "unregister_activation", "ACTIVATION_RULES", "limit_kernels", "LimitKernels",
     # kernels
     "feature_kernel", "conjugate_kernel", "readout_features",
     # spectra
@@ -41,6 +47,6 @@ __all__ = [
     # training and spectral bias
     "train", "TrainResult", "mse_loss", "ntk_lambda_max", "stability_limit", "check_learning_rate",
     "project_residuals", "predict_residuals", "time_to_learn",
-    "sum_of_sines", "sine_data", "circle_grid", "circle_data", "fourier_modes",
+    "sum_of_sines", "sine_data", "circle_grid", "circle_data", "fourier_modes", "gratings",
     "frequency_amplitudes", "circle_spectrum", "fit_power_law", "PowerLawFit",
 ]

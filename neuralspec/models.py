@@ -13,9 +13,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._validation import check_positive, check_positive_int
+from ._validation import check_nonnegative, check_positive, check_positive_int
 
-__all__ = ["LFF", "RFF", "RFFMLP", "MLP", "NTKLinear", "Sine", "get_activation", "resolve_init", "ACTIVATIONS"]
+__all__ = ["LFF", "RFF", "RFFMLP", "MLP", "NTKLinear", "Sine", "Erf", "get_activation", "resolve_init",
+           "ACTIVATIONS"]
 
 
 def _check_features(x: torch.Tensor, expected: int, who: str) -> None:
@@ -190,8 +191,8 @@ class NTKLinear(nn.Module):
         check_positive_int(out_features, "out_features")
         self.in_features = in_features
         self.out_features = out_features
-        self.w_std = float(w_std)
-        self.b_std = float(b_std)
+        self.w_std = check_positive(w_std, "w_std")
+        self.b_std = check_nonnegative(b_std, "b_std")
         self.weight = nn.Parameter(torch.randn(out_features, in_features))
         self.bias = nn.Parameter(torch.randn(out_features)) if bias else None
 
@@ -221,6 +222,14 @@ class Sine(nn.Module):
         return torch.sin(x)
 
 
+class Erf(nn.Module):
+    r"""Elementwise error function :math:`\operatorname{erf}(z) = \frac{2}{\sqrt\pi}\int_0^z e^{-t^2} dt`,
+    as a module (torch has none). Its infinite-width kernel is in closed form (Williams 1997)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.erf(x)
+
+
 ACTIVATIONS: dict = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -229,6 +238,10 @@ ACTIVATIONS: dict = {
     "softplus": nn.Softplus,
     "sin": Sine,
     "identity": nn.Identity,
+    "erf": Erf,
+    "leaky_relu": nn.LeakyReLU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
 }
 
 
@@ -291,7 +304,8 @@ class MLP(_Stack):
         Input size, hidden width, number of hidden layers (>= 1), output size.
     activation : str or nn.Module
         ``"relu"`` (default), ``"tanh"``, ``"gelu"``, ``"sigmoid"``, ``"softplus"``,
-        ``"sin"``, ``"identity"``, or a module.
+        ``"sin"``, ``"identity"``, ``"erf"``, ``"leaky_relu"`` (slope 0.01; pass
+        ``nn.LeakyReLU(a)`` for another), ``"silu"``, ``"elu"``, or a module.
     parameterization : {"standard", "ntk"}
     bias : bool
         Whether the layers have biases.
@@ -299,7 +313,8 @@ class MLP(_Stack):
         Default ``"torch"`` for the standard parameterization, ``"gaussian"``
         for the NTK one (which has no other).
     w_std, b_std : float
-        Gaussian init / NTK-parameterization scales (defaults ``sqrt(2)`` and ``0.1``).
+        Gaussian init / NTK-parameterization scales (defaults ``sqrt(2)`` and ``0.1``);
+        ``w_std > 0`` and ``b_std >= 0``, finite (else ``ValueError`` naming the argument).
     """
 
     def __init__(
@@ -316,6 +331,8 @@ class MLP(_Stack):
         w_std: float = math.sqrt(2.0),
         b_std: float = 0.1,
     ) -> None:
+        check_positive(w_std, "w_std")
+        check_nonnegative(b_std, "b_std")
         for v, n in [(in_features, "in_features"), (latent_features, "latent_features"),
                      (latent_layers, "latent_layers"), (out_features, "out_features")]:
             check_positive_int(v, n)
