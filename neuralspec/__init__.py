@@ -19,7 +19,12 @@ from .data import (PowerLawFit, circle_data, circle_grid, circle_spectrum, fit_p
 from .training import (TrainResult, check_learning_rate, mse_loss, ntk_lambda_max, predict_residuals,
                        project_residuals, stability_limit, time_to_learn, train)
 
-__version__ = "0.1.0"
+try:  # the version is declared once, in pyproject.toml
+    from importlib.metadata import PackageNotFoundError, version as _version
+
+    __version__ = _version("neuralspec")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     # models
