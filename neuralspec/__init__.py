@@ -27,7 +27,12 @@ from .sphere import (CosineKernel, SphereSpectrum, gegenbauer, limit_kernel_of_c
 
 from .motion import OutputScaled, kernel_alignment, relative_kernel_change, train_to_loss
 
-__version__ = "0.1.0"
+try:  # the version is declared once, in pyproject.toml
+    from importlib.metadata import PackageNotFoundError, version as _version
+
+    __version__ = _version("neuralspec")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     # models
