@@ -100,6 +100,19 @@ def chapter_files(root: Path = ROOT) -> List[str]:
 # --- bibliography ----------------------------------------------------------------------
 
 
+def _delatex(text: str) -> str:
+    """BibTeX's LaTeX accents and braces as plain Unicode (C\\'esar -> César)."""
+    import codecs
+
+    import latexcodec  # noqa: F401  (registers the "ulatex" codec; installed with pybtex)
+
+    try:
+        text = codecs.decode(text, "ulatex")
+    except Exception:  # an unusual macro: keep the text, minus the braces
+        pass
+    return text.replace("{", "").replace("}", "")
+
+
 def load_bib(root: Path = ROOT) -> Dict[str, dict]:
     from pybtex.database import parse_file
 
@@ -107,10 +120,9 @@ def load_bib(root: Path = ROOT) -> Dict[str, dict]:
     out = {}
     for key, e in db.entries.items():
         people = e.persons.get("author") or e.persons.get("editor") or []
-        last = [" ".join(p.last_names).replace("{", "").replace("}", "") for p in people]
-        full = [" ".join(p.first_names + p.middle_names + p.last_names).replace("{", "").replace("}", "")
-                for p in people]
-        f = {k.lower(): v.replace("{", "").replace("}", "") for k, v in e.fields.items()}
+        last = [_delatex(" ".join(p.last_names)) for p in people]
+        full = [_delatex(" ".join(p.first_names + p.middle_names + p.last_names)) for p in people]
+        f = {k.lower(): _delatex(v) for k, v in e.fields.items()}
         url = f.get("url") or (f"https://doi.org/{f['doi']}" if f.get("doi") else None)
         if not url and f.get("eprint"):
             url = f"https://arxiv.org/abs/{f['eprint']}"
@@ -274,9 +286,9 @@ def render_directive(name: str, arg: str, opts: Dict[str, str], body: str, ctx: 
     if name in ("exercise", "exercise-start"):
         label = opts.get("label", "")
         k = ctx.exercises.get(label) or (len(ctx.exercises) + 1)
-        anchor = f'<a id="{label}"></a>\n' if label else ""
+        anchor = f'\n<a id="{label}"></a>' if label else ""
         title = f"Exercise {k}" + (f": {arg}" if arg else "")
-        return f"{anchor}### {title}\n\n{body.strip()}"
+        return f"### {title}{anchor}\n\n{body.strip()}"
     if name == "exercise-end":
         return ""
     if name == "solution":
@@ -286,7 +298,7 @@ def render_directive(name: str, arg: str, opts: Dict[str, str], body: str, ctx: 
     if name == "solution-start":
         k = ctx.exercises.get(arg, "")
         state["in_solution"] = True
-        return f"#### Solution to exercise {k}\n\n{body.strip()}".rstrip()
+        return f"%%CELLBREAK%%#### Solution to exercise {k}\n\n{body.strip()}".rstrip()
     if name == "solution-end":
         state["in_solution"] = False
         return ""
@@ -411,16 +423,21 @@ def convert_notebook(nb: dict, rel: str, cfg: Config, bib: Dict[str, dict],
                         f"[`{rel}`]({cfg.repo_url}/blob/{cfg.branch}/{rel}) for neuralspec "
                         f"{cfg.branch}.*")
                 text = lines[0] + "\n\n" + badge + "\n\n" + note + ("\n\n" + lines[1].lstrip("\n") if len(lines) > 1 else "")
-            if text.lstrip().startswith("#### Solution to exercise"):
-                collapsed.append(cid)
-            if not text.strip():
-                continue
-            cells.append(_new_cell("markdown", text, cid, meta))
+            for j, piece in enumerate(text.split("%%CELLBREAK%%")):
+                piece = piece.strip("\n")
+                if not piece.strip():
+                    continue
+                pid = cid if j == 0 else f"{cid}-solution"
+                if piece.startswith("#### Solution to exercise"):
+                    collapsed.append(pid)  # Colab shows the solution's section collapsed
+                cells.append(_new_cell("markdown", piece, pid, meta if j == 0 else {}))
         elif c["cell_type"] == "code":
             code = SOURCE_INSTALL.sub("", src)
             tags = meta.get("tags", [])
             if "hide-input" in tags or state["in_solution"]:
                 meta.setdefault("jupyter", {})["source_hidden"] = True
+            if state["in_solution"]:  # the answer too, until the reader opens it (JupyterLab)
+                meta["jupyter"]["outputs_hidden"] = True
             if not any(x["cell_type"] == "code" for x in cells):
                 cells.append(_new_cell("code", install_cell(cfg), f"install-{stem}"))
             cells.append(_new_cell("code", code, cid, meta))
