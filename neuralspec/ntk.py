@@ -150,9 +150,9 @@ class _Progress:
     def __init__(self, enabled: bool, total: int, desc: str) -> None:
         self.bar = None
         if enabled:
-            from tqdm.auto import tqdm
+            from .utils import progress_bar
 
-            self.bar = tqdm(total=total, desc=desc, unit="block")
+            self.bar = progress_bar(total, desc, "block", leave=True)
 
     def update(self) -> None:
         if self.bar is not None:
@@ -643,6 +643,8 @@ def ntk(
         Show a tqdm progress bar over the blocks; default (``None``): only
         when the job is large (more than about 5e10 floating-point
         operations, several seconds on a laptop CPU, and more than one block).
+        Either way a bar appears only once the job has run
+        ``neuralspec.utils.PROGRESS_DELAY`` seconds (2 s by default).
     outputs : {"trace", "mean", "full"}
         For a model with :math:`O` outputs. ``"trace"`` (default):
         :math:`\sum_o \nabla f_o(x) \cdot \nabla f_o(x')`. ``"mean"``: the

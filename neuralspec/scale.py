@@ -787,9 +787,9 @@ class _ScipyOperatorWrapper(KernelOperator):
 
 
 def _bar(enabled: bool, total, desc: str, unit: str):
-    from tqdm.auto import tqdm
+    from .utils import progress_bar
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
+    return progress_bar(total, desc, unit, enabled)
 
 
 def _as_operator(K_or_operator, check: bool) -> Tuple[KernelOperator, str]:

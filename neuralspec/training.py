@@ -379,9 +379,9 @@ def _run(model, xt, yt, params, lr, steps, record, check_stability, lambda_max, 
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .utils import progress_bar
 
-        bar = tqdm(total=steps, desc="train", unit="step")
+        bar = progress_bar(steps, "train", "step", leave=True)
     try:
         for t in range(steps + 1):
             last = t == steps
