@@ -7,7 +7,11 @@ and what the spectra predict about training.
 """
 from . import analytic
 from .kernels import conjugate_kernel, feature_kernel, readout_features
-from .models import LFF, MLP, RFF, RFFMLP, NTKLinear, Sine, get_activation
+from .models import LFF, MLP, RFF, RFFMLP, Erf, NTKLinear, Sine, get_activation
+from .models import ScaledLinear, mup_layer
+from .layers import (ACTIVATION_RULES, ActivationOp, ActivationRule, LinearRule, activation_rule, network_plan,
+                     register_activation, unregister_activation)
+from .limits import LimitKernels, limit_kernels
 from .plotting import plot_eigenfunctions, plot_features, plot_kernel, plot_spectrum, use_style
 from .spectrum import effective_rank, eigenvalues, eigh, numerical_floor, numerical_rank
 from .utils import default_device, on_colab, set_seed, torch_threads
@@ -15,16 +19,28 @@ from .ntk import ntk, ntk_by_layer, ntk_method
 from .scale import (BlockKernelOperator, DenseKernelOperator, KernelOperator, MatrixFreeNTKOperator,
                     kernel_operator, ntk_matvec, ntk_operator, top_eigenpairs)
 from .data import (PowerLawFit, circle_data, circle_grid, circle_spectrum, fit_power_law,
-                   fourier_modes, frequency_amplitudes, sine_data, sum_of_sines)
+                   fourier_modes, frequency_amplitudes, gratings, sine_data, sum_of_sines)
 from .training import (TrainResult, check_learning_rate, mse_loss, ntk_lambda_max, predict_residuals,
                        project_residuals, stability_limit, time_to_learn, train)
-from .learning import LearningCurve, funk_hecke, kernel_regression, learning_curve, sphere_multiplicity, target_power
+from .sphere import (CosineKernel, SphereSpectrum, gegenbauer, limit_kernel_of_cosine, sphere_data,
+                     sphere_harmonic_dimension, sphere_multiplicity, sphere_spectrum)
+from .learning import LearningCurve, kernel_regression, learning_curve, target_power
 
-__version__ = "0.1.0"
+from .motion import OutputScaled, kernel_alignment, relative_kernel_change, train_to_loss
+
+try:  # the version is declared once, in pyproject.toml
+    from importlib.metadata import PackageNotFoundError, version as _version
+
+    __version__ = _version("neuralspec")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     # models
-    "LFF", "RFF", "RFFMLP", "MLP", "NTKLinear", "Sine", "get_activation",
+    "LFF", "RFF", "RFFMLP", "MLP", "NTKLinear", "Sine", "Erf", "get_activation",
+    # layer rules and the infinite-width limit
+    "network_plan", "LinearRule", "ActivationOp", "ActivationRule", "activation_rule",
+    "register_activation", "unregister_activation", "ACTIVATION_RULES", "limit_kernels", "LimitKernels",
     # kernels
     "feature_kernel", "conjugate_kernel", "readout_features",
     # spectra
@@ -42,9 +58,13 @@ __all__ = [
     # training and spectral bias
     "train", "TrainResult", "mse_loss", "ntk_lambda_max", "stability_limit", "check_learning_rate",
     "project_residuals", "predict_residuals", "time_to_learn",
-    "sum_of_sines", "sine_data", "circle_grid", "circle_data", "fourier_modes",
+    "sum_of_sines", "sine_data", "circle_grid", "circle_data", "fourier_modes", "gratings",
     "frequency_amplitudes", "circle_spectrum", "fit_power_law", "PowerLawFit",
+    # spectra on the sphere
+    "sphere_spectrum", "SphereSpectrum", "sphere_data", "sphere_multiplicity",
+    "sphere_harmonic_dimension", "gegenbauer", "limit_kernel_of_cosine", "CosineKernel",
+    # kernel motion: lazy vs rich training
+    "ScaledLinear", "mup_layer", "kernel_alignment", "relative_kernel_change", "OutputScaled", "train_to_loss",
     # generalization: kernel regression and learning curves
-    "kernel_regression", "learning_curve", "LearningCurve", "target_power", "funk_hecke",
-    "sphere_multiplicity",
+    "kernel_regression", "learning_curve", "LearningCurve", "target_power",
 ]

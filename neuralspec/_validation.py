@@ -21,9 +21,14 @@ __all__ = [
     "as_real_array",
     "check_positive",
     "check_positive_int",
+    "check_nonnegative",
+    "check_independent_samples",
+    "check_outputs",
+    "OUTPUTS",
     "check_finite",
     "check_square_symmetric",
     "infer_in_features",
+    "expected_input_shape",
     "model_dtype_device",
     "trainable_parameters",
 ]
@@ -38,19 +43,14 @@ def model_dtype_device(model: nn.Module) -> Tuple[torch.dtype, torch.device]:
 
 
 def infer_in_features(model: nn.Module) -> Optional[int]:
-    """The input feature size a model expects, when it can be read off the model.
+    """The flat input size of a model whose first module is a linear layer, else ``None``.
 
-    Looks for an ``in_features`` attribute on the model itself, then on its
-    first submodule (in registration order) that has one.
+    Read off the first module that reads the input (see
+    :func:`expected_input_shape`), never off a later layer: the readout's
+    ``in_features`` says nothing about a model that reshapes its input.
     """
-    n = getattr(model, "in_features", None)
-    if isinstance(n, int):
-        return n
-    for m in model.modules():
-        n = getattr(m, "in_features", None)
-        if isinstance(n, int):
-            return n
-    return None
+    shape = expected_input_shape(model)
+    return shape[0] if shape is not None and len(shape) == 1 else None
 
 
 def trainable_parameters(model: nn.Module):
@@ -98,6 +98,47 @@ def check_positive(value, name: str) -> float:
     return float(value)
 
 
+def check_nonnegative(value, name: str) -> float:
+    """``value`` as a ``float`` if it is a finite number ``>= 0``; else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative finite number; got {value!r}.")
+    return float(value)
+
+
+#: The values ``outputs`` accepts in the NTK functions (see :func:`neuralspec.ntk`).
+OUTPUTS = ("trace", "mean", "full")
+
+
+def check_outputs(outputs, allowed: Tuple[str, ...] = OUTPUTS) -> str:
+    """``outputs`` if it is one of ``allowed``; else ``ValueError`` naming the argument."""
+    if not isinstance(outputs, str) or outputs not in allowed:
+        raise ValueError(f"outputs must be one of {allowed}; got {outputs!r}.")
+    return outputs
+
+
+def check_independent_samples(model: nn.Module, what: str = "the NTK") -> None:
+    """Refuse a model whose samples interact: batch normalization in training mode.
+
+    In training mode a BatchNorm layer normalizes each sample with the
+    statistics of the whole batch, so ``f(x_i)`` depends on every other
+    ``x_j`` and a per-sample kernel is not defined.
+    """
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    for name, m in model.named_modules():
+        if isinstance(m, _BatchNorm) and (m.training or m.running_mean is None):
+            why = ("is in training mode, where it" if m.training else
+                   "has no running statistics (track_running_stats=False), so it always")
+            fix = ("Call model.eval() first (it then uses its running statistics)." if m.training
+                   else "Use a BatchNorm with track_running_stats=True, in eval mode.")
+            raise ValueError(
+                f"module {name or '(model)'} ({type(m).__name__}) {why} normalizes each sample "
+                f"with the statistics of the whole batch: the samples interact, and {what} (a "
+                f"per-sample kernel) is not defined. {fix}"
+            )
+
+
 _FINITE_CHUNK = 2**22  # elements checked at a time: bounded temporaries for large kernels
 
 
@@ -124,6 +165,65 @@ def check_finite(t: torch.Tensor, name: str, what: str = "") -> None:
     )
 
 
+def expected_input_shape(model: nn.Module) -> Optional[Tuple[Optional[int], ...]]:
+    """The shape of one sample that a model's first module accepts, when it can be read off.
+
+    Follows the first child of ``nn.Sequential`` containers (and of our
+    models, which are ``nn.Sequential``) down to the first module that reads
+    the input: a linear layer (anything with an integer ``in_features``)
+    accepts ``(in_features,)``; ``nn.ConvNd`` accepts ``(in_channels, *)``
+    (``None`` for a free size); ``nn.Unflatten(1, sizes)`` accepts
+    ``(prod(sizes),)``. ``None`` when unknown (another first module, or a
+    model with its own ``forward``): the one-sample forward pass of
+    :func:`as_inputs` is then the only check.
+    """
+    m = model
+    while type(m).forward is nn.Sequential.forward and len(m) > 0:
+        m = next(iter(m.children()))
+    if isinstance(m, nn.modules.conv._ConvNd) and m.in_channels > 0:
+        k = len(m.kernel_size)
+        return (m.in_channels,) + (None,) * k
+    if isinstance(m, nn.Unflatten) and m.dim in (1,) and all(isinstance(v, int) for v in m.unflattened_size):
+        return (int(np.prod(m.unflattened_size)),)
+    n = getattr(m, "in_features", None)
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        return (n,)
+    return None
+
+
+def _shape_text(shape: Tuple[Optional[int], ...]) -> str:
+    """``(N, 3, H, W)`` for a per-sample shape ``(3, None, None)``."""
+    free = {1: ["L"], 2: ["H", "W"], 3: ["D", "H", "W"]}.get(sum(v is None for v in shape))
+    free = iter(free or [f"D{i}" for i in range(1, len(shape) + 1)])
+    parts = ["N"] + [str(v) if v is not None else next(free) for v in shape]
+    return "(" + ", ".join(parts) + ")"
+
+
+def _probe(model: nn.Module, t: torch.Tensor, name: str, expected) -> None:
+    """One forward pass on one sample (in eval mode, no side effects): a clear error if it fails."""
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            y = model(t[:1])
+    except Exception as err:  # the model's own message says what did not fit
+        accepts = (f"the model accepts inputs of shape {_shape_text(expected)}" if expected is not None
+                   else "the model does not accept it")
+        raise ValueError(
+            f"{name} has shape {tuple(t.shape)} (samples of shape {tuple(t.shape[1:])}) but "
+            f"{accepts}: the forward pass on one sample, shape {tuple(t[:1].shape)}, failed with "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    finally:
+        for m, f in flags.items():
+            m.training = f
+    if isinstance(y, torch.Tensor) and (y.dim() == 0 or y.shape[0] != 1):
+        raise ValueError(
+            f"the model must keep the first axis of {name} as the sample axis: one sample of shape "
+            f"{tuple(t[:1].shape)} gave an output of shape {tuple(y.shape)}; expected (1, ...)."
+        )
+
+
 def as_inputs(
     x: ArrayLike,
     name: str = "x",
@@ -132,52 +232,77 @@ def as_inputs(
     in_features: Optional[int] = None,
     dtype: Optional[torch.dtype] = None,
     device: Optional[Union[str, torch.device]] = None,
+    probe: bool = True,
+    flat: Optional[bool] = None,
 ) -> torch.Tensor:
-    """Validate an input batch and return it as a tensor of shape ``(N, d)``.
+    """Validate an input batch and return it as a tensor of shape ``(N, *)``.
 
-    A NumPy array (or list) is converted to the model's dtype and device. A
-    tensor must already match the model's dtype and device: we never change
-    the precision of a tensor the caller made. ``x`` must be 2-D (one row per
-    point), non-empty, floating point and finite, with ``d`` equal to the
-    model's input size when that can be read off the model.
+    The first axis is always the sample axis. Without a model, ``x`` must be
+    2-D, ``(N, d)`` (one row per point; ``d == in_features`` when given),
+    unless ``flat=False`` (any ``(N, *)``).
+    With a model, ``x`` has shape ``(N, *)`` with at least two axes, and its
+    trailing shape ``*`` is checked against the model: against the shape its
+    first module accepts when that can be read off
+    (:func:`expected_input_shape`), and by one forward pass on one sample
+    (in eval mode, so no batch statistics are touched; ``probe=False``
+    skips it). A mismatch raises ``ValueError`` naming ``name``, the shape
+    given and the shape the model accepts.
+
+    Dtype and device: a floating-point NumPy array (or list of floats) is
+    converted to the model's dtype and device. A tensor must already match
+    them (we never change the precision of a tensor the caller made).
+    Integer (or boolean) data raises ``TypeError`` saying to pass floats,
+    as a NumPy array and as a tensor alike: the two are treated the same,
+    and nothing is cast silently. ``x`` must be non-empty and finite.
     """
+    expected = None
     if model is not None:
         mdtype, mdevice = model_dtype_device(model)
         dtype = dtype or mdtype
         device = device or mdevice
-        if in_features is None:
-            in_features = infer_in_features(model)
+        if in_features is not None:
+            expected = (in_features,)
+        else:
+            expected = expected_input_shape(model)
+    elif in_features is not None:
+        expected = (in_features,)
     if isinstance(x, torch.Tensor):
         t = x
+        if not t.is_floating_point():
+            raise TypeError(
+                f"{name} must be floating point (float32 or float64); got {t.dtype}. Pass floats: "
+                f"{name}.float() or {name}.double() (integer data is never cast silently)."
+            )
     elif isinstance(x, (np.ndarray, list, tuple, float, int)):
         arr = np.asarray(x)
         if arr.dtype == object:
             raise TypeError(f"{name} must be a numeric array; got an object array.")
-        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-            raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}.")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise TypeError(
+                f"{name} must be floating point (float32 or float64); got dtype {arr.dtype}. Pass "
+                f"floats: {name}.astype(np.float32) or {name}.astype(np.float64) (integer data is "
+                "never cast silently, as a NumPy array or as a tensor)."
+            )
         t = torch.as_tensor(arr, dtype=dtype or torch.get_default_dtype(), device=device)
     else:
         raise TypeError(
             f"{name} must be a torch.Tensor or numpy.ndarray of shape (N, d); "
             f"got {type(x).__name__}."
         )
-    if t.dim() != 2:
+    if flat is None:
+        flat = model is None
+    if t.dim() < 2 or (flat and t.dim() != 2):
         hint = (
             f" For N points in one dimension use {name}[:, None], shape (N, 1)."
             if t.dim() == 1
             else ""
         )
-        raise ValueError(
-            f"{name} must be 2-D with shape (N, d), one row per point; got shape "
-            f"{tuple(t.shape)}.{hint}"
-        )
+        what = ("2-D with shape (N, d), one row per point" if flat else
+                "at least 2-D, of shape (N, *) with the first axis over the samples ((N, d) "
+                "points, (N, C, H, W) images, ...)")
+        raise ValueError(f"{name} must be {what}; got shape {tuple(t.shape)}.{hint}")
     if t.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); expected at least one point.")
-    if not t.is_floating_point():
-        raise TypeError(
-            f"{name} must be floating point (float32 or float64); got {t.dtype}. "
-            f"Convert it with {name}.float() or {name}.double()."
-        )
     if dtype is not None and t.dtype != dtype:
         raise TypeError(
             f"{name} has dtype {t.dtype} but the model computes in {dtype}; convert "
@@ -188,12 +313,22 @@ def as_inputs(
             f"{name} is on {t.device} but the model is on {device}; move one of "
             f"them ({name}.to(device) or model.to(device))."
         )
-    if in_features is not None and t.shape[1] != in_features:
-        raise ValueError(
-            f"{name} has {t.shape[1]} features per point (shape {tuple(t.shape)}) but "
-            f"the model expects {in_features}; expected shape (N, {in_features})."
-        )
+    if expected is not None:
+        trail = tuple(t.shape[1:])
+        if len(trail) != len(expected) or any(e is not None and e != g for e, g in zip(expected, trail)):
+            if flat or len(expected) == 1 and len(trail) == 1:
+                raise ValueError(
+                    f"{name} has {trail[0] if len(trail) == 1 else trail} features per point (shape "
+                    f"{tuple(t.shape)}) but the model expects {expected[0]}; expected shape "
+                    f"{_shape_text(expected)}."
+                )
+            raise ValueError(
+                f"{name} has shape {tuple(t.shape)} (samples of shape {trail}) but the model accepts "
+                f"inputs of shape {_shape_text(expected)}."
+            )
     check_finite(t, name)
+    if model is not None and probe:
+        _probe(model, t, name, expected)
     return t
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "circle_spectrum",
     "fit_power_law",
     "PowerLawFit",
+    "gratings",
 ]
 
 
@@ -438,3 +439,77 @@ def fit_power_law(k: ArrayLike, values: ArrayLike) -> PowerLawFit:
     coef, *_ = np.linalg.lstsq(A, np.log(vv), rcond=None)
     res = np.log(vv) - A @ coef
     return PowerLawFit(float(coef[0]), float(np.exp(coef[1])), float(np.sqrt(np.mean(res**2))))
+
+
+def gratings(
+    n: int,
+    size: int = 16,
+    orientations: int = 4,
+    seed: Optional[int] = 0,
+    *,
+    frequency: float = 3.0,
+    channels: int = 3,
+) -> Tuple[np.ndarray, np.ndarray]:
+    r"""Images of oriented sinusoidal gratings with random phases: image-shaped data, no download.
+
+    Image :math:`i` has orientation :math:`\theta_i = \pi\, c_i / C` with class
+    :math:`c_i = i \bmod C` (``C = orientations``, so the classes are
+    balanced) and a phase :math:`\varphi_i \sim U(0, 2\pi)`; its pixel at
+    :math:`(u, v) = ((j + 1/2)/S, (k + 1/2)/S)` (column ``j``, row ``k``,
+    ``S = size``) is
+
+    .. math::
+
+        I_i(u, v) = \cos\big(2\pi f\,(u \cos\theta_i + v \sin\theta_i) + \varphi_i\big),
+
+    the same in every channel. For one orientation the images span a 2-D
+    space (:math:`\cos\varphi` and :math:`\sin\varphi` parts), so the whole set
+    spans at most ``2 * orientations`` dimensions of the ``channels * size**2``
+    of pixel space.
+
+    Parameters
+    ----------
+    n : int
+        Number of images.
+    size : int
+        Side of the square images in pixels (at least 2).
+    orientations : int
+        Number of equally spaced orientations in :math:`[0, \pi)`.
+    seed : int or None
+        Seed of the phases.
+    frequency : float
+        Cycles per image side, :math:`f > 0`.
+    channels : int
+        Channels per image (3 for an RGB-shaped input).
+
+    Returns
+    -------
+    x : numpy.ndarray
+        ``(n, channels, size, size)`` images, float64, values in ``[-1, 1]``.
+    labels : numpy.ndarray
+        ``(n,)`` orientation classes ``0 .. orientations - 1``, int64.
+
+    Examples
+    --------
+    >>> import neuralspec as ns
+    >>> x, labels = ns.gratings(8, size=16, orientations=4, seed=0)
+    >>> x.shape, labels.tolist()
+    ((8, 3, 16, 16), [0, 1, 2, 3, 0, 1, 2, 3])
+    """
+    n = _check_n(n)
+    size = _check_n(size, "size", minimum=2)
+    orientations = _check_n(orientations, "orientations")
+    channels = _check_n(channels, "channels")
+    if isinstance(frequency, bool) or not isinstance(frequency, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(frequency) or frequency <= 0:
+        raise ValueError(f"frequency must be a positive finite number of cycles per image; got {frequency!r}.")
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n, dtype=np.int64) % orientations
+    theta = np.pi * labels / orientations
+    phase = rng.uniform(0.0, 2 * np.pi, n)
+    u = (np.arange(size) + 0.5) / size
+    U, V = np.meshgrid(u, u, indexing="xy")  # U varies along a row (columns), V down a column (rows)
+    arg = 2 * np.pi * frequency * (np.cos(theta)[:, None, None] * U + np.sin(theta)[:, None, None] * V)
+    img = np.cos(arg + phase[:, None, None])
+    x = np.ascontiguousarray(np.broadcast_to(img[:, None], (n, channels, size, size)))
+    return x, labels

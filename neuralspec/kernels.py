@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import ArrayLike, as_inputs, check_finite
+from ._validation import ArrayLike, as_inputs, check_finite, check_independent_samples
 
 __all__ = ["feature_kernel", "conjugate_kernel", "readout_features"]
 
@@ -29,16 +29,20 @@ def _as_matrix(a: ArrayLike, name: str) -> torch.Tensor:
 
 
 def _features(fmap: FeatureMap, x: ArrayLike, name: str) -> torch.Tensor:
+    """``fmap(x)`` flattened to ``(N, m)``: inputs ``(N, *)``, features ``(N, *)``."""
     model = fmap if isinstance(fmap, nn.Module) else None
-    xt = as_inputs(x, name, model=model)
+    if model is not None:
+        check_independent_samples(model, "the feature kernel")
+    xt = as_inputs(x, name, model=model, flat=False)
     with torch.no_grad():
         phi = fmap(xt)
-    if not isinstance(phi, torch.Tensor) or phi.dim() != 2 or phi.shape[0] != xt.shape[0]:
+    if not isinstance(phi, torch.Tensor) or phi.dim() < 2 or phi.shape[0] != xt.shape[0]:
         shape = tuple(phi.shape) if isinstance(phi, torch.Tensor) else type(phi).__name__
         raise ValueError(
-            f"the feature map must return a 2-D tensor of shape (N, m) = ({xt.shape[0]}, m) "
-            f"for {name} of shape {tuple(xt.shape)}; got {shape}."
+            f"the feature map must return a tensor of shape (N, m) (or (N, *), flattened) with "
+            f"N = {xt.shape[0]} for {name} of shape {tuple(xt.shape)}; got {shape}."
         )
+    phi = phi.reshape(phi.shape[0], -1)
     check_finite(phi, "the features", f" computed from {name}")
     return phi
 
@@ -68,10 +72,12 @@ def feature_kernel(
         A feature map applied to ``x`` (under ``torch.no_grad``), or the
         feature matrix itself. With a matrix, leave ``x`` out and pass the
         second feature matrix, if any, as ``x2``.
-    x : (N, d) tensor or array
-        Inputs. A NumPy array is converted to the model's dtype and device; a
-        tensor must already match them.
-    x2 : (N2, d) tensor or array, optional
+    x : (N, \*) tensor or array
+        Inputs, first axis over the points (``(N, d)`` vectors, ``(N, C, H, W)``
+        images, ...). A NumPy array is converted to the model's dtype and
+        device; a floating-point tensor must already match them. Features of
+        shape ``(N, *)`` are flattened to ``(N, m)``.
+    x2 : (N2, \*) tensor or array, optional
         Second set of inputs for a cross kernel; default ``x``.
     normalize : bool
         Divide by the number of features ``m``.
@@ -151,17 +157,27 @@ def conjugate_kernel(
     Parameters
     ----------
     model : nn.Sequential ending in a linear layer, or None
-        ``h_L`` is ``model[:-1]``. For another architecture pass ``features``
-        (and ``model=None`` or the model, which is then ignored).
-    x, x2 : (N, d) tensor or array
-        Inputs; ``x2`` defaults to ``x``.
+        ``h_L`` is ``model[:-1]``, flattened to ``(N, n)`` (for a CNN ending in
+        ``Flatten -> Linear``: the flattened feature maps that enter the
+        readout). For another architecture pass ``features`` (and
+        ``model=None`` or the model, which is then ignored).
+    x, x2 : (N, \*) tensor or array
+        Inputs of any shape the model accepts, first axis over the samples;
+        ``x2`` defaults to ``x``.
     features : callable, optional
-        A feature map returning ``h_L(x)``, of shape ``(N, n)``.
+        A feature map returning ``h_L(x)``, of shape ``(N, n)`` (or ``(N, *)``,
+        flattened).
 
     Returns
     -------
     torch.Tensor
         The ``(N, N2)`` CK.
     """
-    fmap = features if features is not None else readout_features(model)
-    return feature_kernel(fmap, x, x2, normalize=True)
+    if features is not None:
+        return feature_kernel(features, x, x2, normalize=True)
+    fmap = readout_features(model)
+    check_independent_samples(model, "the conjugate kernel")
+    # the inputs must fit the whole model (its readout included), not only the layers before it
+    xt = as_inputs(x, "x", model=model)
+    x2t = None if x2 is None else as_inputs(x2, "x2", model=model)
+    return feature_kernel(fmap, xt, x2t, normalize=True)

@@ -28,9 +28,10 @@ r"""Kernel regression and what the kernel's spectrum predicts about its test err
 
 * :func:`target_power`: :math:`v_k^2` from the eigenvectors of a Gram matrix
   on ``N`` samples.
-* :func:`funk_hecke`: the exact eigenvalues (and multiplicities) of a
-  dot-product kernel under the uniform distribution on the sphere
-  :math:`S^{d-1}`, for :func:`learning_curve` without any sampling.
+  For a dot-product kernel on the sphere the exact :math:`\mu_k` and their
+  multiplicities come from :func:`~neuralspec.sphere.sphere_spectrum`
+  (``learning_curve(..., multiplicity=...)``), on the circle from
+  :func:`~neuralspec.data.circle_spectrum`.
 
 NumPy in (tensors are accepted), float64 NumPy out.
 """
@@ -38,17 +39,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import scipy.linalg
 import scipy.optimize
-import scipy.special
 
 from ._validation import ArrayLike, as_real_array
 
-__all__ = ["kernel_regression", "learning_curve", "LearningCurve", "target_power", "funk_hecke",
-           "sphere_multiplicity"]
+__all__ = ["kernel_regression", "learning_curve", "LearningCurve", "target_power"]
 
 #: Relative size below which a negative eigenvalue counts as round-off (float32 eigh reaches ~1e-6).
 NEGATIVE_TOL = 1e-5
@@ -310,7 +309,8 @@ def learning_curve(
         Label-noise variance :math:`\sigma^2 \ge 0`.
     multiplicity : (K,) array, optional
         :math:`m_k \ge 1`: entry ``k`` stands for :math:`m_k` modes of the same
-        eigenvalue (a degree of spherical harmonics, :func:`funk_hecke`), and
+        eigenvalue (a degree of spherical harmonics,
+        :func:`~neuralspec.sphere.sphere_spectrum`), and
         ``target_power[k]`` is their total power. The sums over modes become
         :math:`\sum_k m_k (\cdot)` in :math:`\kappa` and :math:`\gamma`;
         ``learnability[:, k]`` is that of each of the :math:`m_k` modes.
@@ -413,105 +413,3 @@ def target_power(U: ArrayLike, y: ArrayLike) -> np.ndarray:
     _finite(y, "y")
     return (U.T @ y) ** 2 / U.shape[0]
 
-
-# ----------------------------------------------------------------------------
-# Dot-product kernels on the sphere
-# ----------------------------------------------------------------------------
-
-def sphere_multiplicity(d: int, degree: ArrayLike) -> np.ndarray:
-    r"""Number of independent spherical harmonics of each degree on :math:`S^{d-1}`.
-
-    .. math:: N(d, 0) = 1, \qquad N(d, k) = \frac{2k + d - 2}{k + d - 2}\binom{k + d - 2}{k}
-              \quad (k \ge 1;\ 2 \text{ on the circle}).
-    """
-    k = np.asarray(degree, dtype=np.float64)
-    if d == 2:
-        return np.where(k == 0, 1.0, 2.0)
-    with np.errstate(invalid="ignore"):
-        n = (2 * k + d - 2) / (k + d - 2) * scipy.special.comb(k + d - 2, k)
-    return np.where(k == 0, 1.0, np.round(n))
-
-
-def funk_hecke(
-    kernel: Callable[[np.ndarray], np.ndarray],
-    d: int,
-    max_degree: int,
-    *,
-    n_quad: Optional[int] = None,
-) -> Tuple[np.ndarray, np.ndarray]:
-    r"""Eigenvalues of a dot-product kernel under the uniform distribution on :math:`S^{d-1}`.
-
-    A kernel :math:`k(x, x') = k(t)`, :math:`t = x^\top x'`, on the unit
-    sphere has the spherical harmonics of degree :math:`\ell` as
-    eigenfunctions, :math:`N(d, \ell)` of them (:func:`sphere_multiplicity`),
-    with one eigenvalue each (the Funk--Hecke formula),
-
-    .. math::
-
-        \mu_\ell = \frac{\Gamma(d/2)}{\sqrt\pi\,\Gamma((d-1)/2)}
-        \int_0^\pi k(\cos\theta)\, P_\ell(\cos\theta)\, \sin^{d-2}\theta\, d\theta ,
-
-    with :math:`P_\ell` the Gegenbauer polynomial :math:`C^{(d-2)/2}_\ell`
-    normalized to :math:`P_\ell(1) = 1` (on the circle, :math:`d = 2`,
-    :math:`P_\ell(\cos\theta) = \cos \ell\theta` and
-    :math:`\mu_\ell = \frac1\pi\int_0^\pi k(\cos\theta)\cos\ell\theta\, d\theta`).
-    These are the operator eigenvalues :math:`\mu` of :func:`learning_curve`
-    (the limit of Gram eigenvalues divided by the number of samples), and
-    :math:`k(t) = \sum_\ell \mu_\ell N(d, \ell) P_\ell(t)`. The integral is
-    computed in :math:`\theta` by Gauss--Legendre quadrature, where the
-    arc-cosine kernels are smooth (they are not in :math:`t`). On the circle
-    the integral is a cosine series, computed by the FFT of :math:`k` on
-    ``n_quad`` equally spaced angles (aliasing adds :math:`\mu_{n - \ell}`, tiny for
-    ``n_quad`` much larger than ``max_degree``).
-
-    Parameters
-    ----------
-    kernel : callable
-        ``kernel(t)`` for a NumPy array ``t`` in :math:`[-1, 1]`, returning
-        :math:`k(t)` of the same shape.
-    d : int
-        Ambient dimension (points on :math:`S^{d-1} \subset \mathbb R^d`), >= 2.
-    max_degree : int
-        Highest degree :math:`\ell`.
-    n_quad : int, optional
-        Quadrature nodes; default ``max(512, 4 * max_degree)``, on the circle
-        ``max(4096, 16 * max_degree)`` angles.
-
-    Returns
-    -------
-    eigenvalues, multiplicity : (max_degree + 1,) arrays
-        :math:`\mu_\ell` and :math:`N(d, \ell)` for :math:`\ell = 0, \dots`, ``max_degree``.
-    """
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 2:
-        raise ValueError(f"d must be an integer >= 2 (points on S^(d-1)); got {d!r}.")
-    if isinstance(max_degree, bool) or not isinstance(max_degree, (int, np.integer)) or max_degree < 0:
-        raise ValueError(f"max_degree must be an integer >= 0; got {max_degree!r}.")
-    if n_quad is None:
-        n_quad = max(4096, 16 * int(max_degree)) if d == 2 else max(512, 4 * int(max_degree))
-    if isinstance(n_quad, bool) or not isinstance(n_quad, (int, np.integer)) or n_quad < 2:
-        raise ValueError(f"n_quad must be an integer >= 2; got {n_quad!r}.")
-    if d == 2:   # the circle: a uniform grid in theta and the FFT (a cosine series)
-        if n_quad <= 2 * max_degree:
-            raise ValueError(f"on the circle n_quad must exceed 2 * max_degree = {2 * max_degree}; got {n_quad}.")
-        theta = 2 * np.pi * np.arange(int(n_quad)) / n_quad
-        kt = as_real_array(kernel(np.cos(theta)), "kernel(t)").reshape(-1)
-        if kt.shape != theta.shape:
-            raise ValueError(f"kernel(t) must return an array of the shape of t {theta.shape}; got {kt.shape}.")
-        _finite(kt, "kernel(t)")
-        mu = np.fft.rfft(kt).real[: int(max_degree) + 1] / n_quad
-        return mu, sphere_multiplicity(2, np.arange(int(max_degree) + 1))
-    nodes, weights = np.polynomial.legendre.leggauss(int(n_quad))
-    theta = 0.5 * np.pi * (nodes + 1.0)
-    w = 0.5 * np.pi * weights
-    t = np.cos(theta)
-    kt = as_real_array(kernel(t), "kernel(t)").reshape(-1)
-    if kt.shape != t.shape:
-        raise ValueError(f"kernel(t) must return an array of the shape of t {t.shape}; got {kt.shape}.")
-    _finite(kt, "kernel(t)")
-    ell = np.arange(int(max_degree) + 1)
-    alpha = (d - 2) / 2.0
-    P = np.stack([scipy.special.eval_gegenbauer(int(k), alpha, t) / scipy.special.eval_gegenbauer(int(k), alpha, 1.0)
-                  for k in ell])
-    c = math.exp(math.lgamma(d / 2) - math.lgamma((d - 1) / 2)) / math.sqrt(math.pi)
-    mu = c * (P * (kt * np.sin(theta) ** (d - 2) * w)[None, :]).sum(axis=1)
-    return mu, sphere_multiplicity(d, ell)

@@ -10,7 +10,7 @@ Two layers, as in :mod:`neuralspec.widgets`:
 
   - the spectral prediction :func:`neuralspec.learning.learning_curve` of the test error
     for ``p`` from 4 to ``p_max``, with the kernel's exact eigenvalues on the
-    circle (:func:`neuralspec.learning.funk_hecke`),
+    circle (:func:`neuralspec.data.circle_spectrum`),
   - the mean test error of :func:`neuralspec.learning.kernel_regression` over
     ``trials`` random training sets (and its standard error),
   - the learnability :math:`L_k = p\mu_k/(p\mu_k + \kappa)` of every frequency
@@ -34,13 +34,15 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from .analytic import mlp_kernels
-from .learning import funk_hecke, kernel_regression, learning_curve
+from .data import circle_spectrum
+from .learning import kernel_regression, learning_curve
 
 __all__ = ["LabData", "learning_lab", "LearningLab"]
 
 #: The target's frequencies and amplitudes: cos 3 theta + 1/2 sin 7 theta.
 TARGET = {3: 1.0, 7: 0.5}
 MAX_FREQUENCY = 2048
+GRID = 16384
 
 
 def _ntk(a: np.ndarray, b: Optional[np.ndarray] = None) -> np.ndarray:
@@ -56,15 +58,19 @@ _SPECTRUM: Dict[str, np.ndarray] = {}
 
 
 def circle_ntk_spectrum():
-    """Eigenvalues per frequency (plus one lumped tail group) and multiplicities of the lab's kernel."""
+    """Eigenvalues per frequency (plus one lumped tail group) and multiplicities of the lab's kernel.
+
+    The kernel's first row on a uniform grid of ``GRID`` angles gives its exact circulant
+    spectrum (:func:`neuralspec.data.circle_spectrum`); divided by ``GRID`` these are the
+    operator eigenvalues, twice degenerate (cosine and sine) for ``k > 0``.
+    """
     if not _SPECTRUM:
-        e = np.array([[1.0, 0.0]])
-
-        def k_of_t(t):
-            return _ntk(e, np.c_[t, np.sqrt(np.clip(1 - t**2, 0, None))])[0]
-
-        mu, mult = funk_hecke(k_of_t, 2, MAX_FREQUENCY)
-        rest = max(float(k_of_t(np.array([1.0]))[0] - np.sum(mu * mult)), 0.0)
+        theta = 2 * np.pi * np.arange(GRID) / GRID
+        row = _ntk(np.array([[1.0, 0.0]]), np.c_[np.cos(theta), np.sin(theta)])[0]
+        _, lam = circle_spectrum(row)
+        mu = lam[: MAX_FREQUENCY + 1] / GRID
+        mult = np.where(np.arange(MAX_FREQUENCY + 1) == 0, 1.0, 2.0)
+        rest = max(float(row[0] - np.sum(mu * mult)), 0.0)
         _SPECTRUM["mu"] = np.r_[mu, rest / 1e12]      # the modes beyond MAX_FREQUENCY, as one group
         _SPECTRUM["mult"] = np.r_[mult, 1e12]
     return _SPECTRUM["mu"], _SPECTRUM["mult"]

@@ -45,6 +45,13 @@ constants and do not enter it.
     products of size :math:`N \times N \times \text{width}` per layer
     ("structured derivatives", Novak et al., ICML 2022).
 
+**Inputs and outputs.** Inputs have shape ``(N, *)``, the first axis over
+the samples (``(N, d)`` points, ``(N, C, H, W)`` images); the generic paths
+take any shape, the structured one flat ``(N, d)`` inputs. For a model with
+:math:`O` outputs, ``outputs="trace"`` (default) sums the kernel over them,
+``"mean"`` averages it, ``"full"`` returns the :math:`O \times O` blocks
+:math:`\nabla f_a(x_i) \cdot \nabla f_b(x'_j)`, shape ``(N, N2, O, O)``.
+
 ``method="auto"`` takes ``"structured"`` whenever the model qualifies (see
 :func:`ntk_method`), else ``"jacobian"``. Why not ``"ntvp"``: for models
 whose samples do not interact, an NTK-vector product costs at least one
@@ -68,7 +75,10 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from ._validation import check_independent_samples, check_outputs
 from ._validation import ArrayLike, as_inputs, check_finite, trainable_parameters
+from .layers import (_ActOp, _LinearOp, _elementwise_types, _structured_plan,  # noqa: F401  (one plan)
+                     _value_and_derivative)
 
 __all__ = ["ntk", "ntk_by_layer", "ntk_method", "METHODS"]
 
@@ -140,9 +150,9 @@ class _Progress:
     def __init__(self, enabled: bool, total: int, desc: str) -> None:
         self.bar = None
         if enabled:
-            from tqdm.auto import tqdm
+            from .utils import progress_bar
 
-            self.bar = tqdm(total=total, desc=desc, unit="block")
+            self.bar = progress_bar(total, desc, "block", leave=True)
 
     def update(self) -> None:
         if self.bar is not None:
@@ -228,8 +238,9 @@ class _Generic:
                     rows[k].append(torch.stack(per_o[k]))
         return {k: torch.stack(v) for k, v in rows.items()}
 
-    def ntvp_block(self, x1: torch.Tensor, x2b: torch.Tensor, split: bool) -> Dict[str, torch.Tensor]:
-        """``{name: (n1, n2b)}`` contributions, by NTK-vector products.
+    def ntvp_block(self, x1: torch.Tensor, x2b: torch.Tensor, split: bool,
+                   full: bool = False) -> Dict[str, torch.Tensor]:
+        """``{name: (n1, n2b)}`` contributions (``(n1, n2b, O, O)`` when ``full``), by NTK-vector products.
 
         The Jacobian rows of the ``x2b`` block (reverse mode) are the tangents;
         one forward-mode ``jvp`` over ``x1`` per tangent gives ``J(x1) J(x2b)^T``
@@ -252,13 +263,20 @@ class _Generic:
                 return jvp(lambda prm: self.f_batch(prm, x1), (self.params,), (full,))[1]
 
             jv = vmap(push)(tangents).reshape(n2b, O, n1, O)  # [j, o (tangent), n, o (output)]
-            out[names[0]] = jv.diagonal(dim1=1, dim2=3).sum(-1).T
+            if full:  # [i, j, a, b] = grad f_a(x1_i) . grad f_b(x2_j)
+                out[names[0]] = jv.permute(2, 0, 3, 1)
+            else:
+                out[names[0]] = jv.diagonal(dim1=1, dim2=3).sum(-1).T
         return out
 
 
-def _contract(J1: Dict[str, torch.Tensor], J2: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def _contract(J1: Dict[str, torch.Tensor], J2: Dict[str, torch.Tensor],
+              full: bool = False) -> Dict[str, torch.Tensor]:
     out = {}
     for k in J1:
+        if full:  # (n1, O, p) x (n2, O, p) -> (n1, n2, O, O)
+            out[k] = torch.einsum("iap,jbp->ijab", J1[k], J2[k])
+            continue
         a = J1[k].reshape(J1[k].shape[0], -1)
         b = J2[k].reshape(J2[k].shape[0], -1)
         out[k] = a @ b.T
@@ -269,141 +287,6 @@ def _contract(J1: Dict[str, torch.Tensor], J2: Dict[str, torch.Tensor]) -> Dict[
 # ----------------------------------------------------------------------------
 # structured path: stacks of linear layers and elementwise activations
 # ----------------------------------------------------------------------------
-
-def _elementwise_types() -> Tuple[type, ...]:
-    from .models import Sine
-
-    return (nn.ReLU, nn.Tanh, nn.GELU, nn.Sigmoid, nn.Softplus, Sine, nn.Identity,
-            nn.LeakyReLU, nn.SiLU, nn.ELU)
-
-
-def _same_forward(mod: nn.Module, base: type) -> bool:
-    return isinstance(mod, base) and type(mod).forward is base.forward
-
-
-class _LinearOp:
-    """``z = F.linear(pre * h, ws * W, bs * b)``, with the module that owns ``W, b``."""
-
-    def __init__(self, path: str, module: nn.Module, ws: float, bs: float, pre: float) -> None:
-        self.path, self.module, self.ws, self.bs, self.pre = path, module, ws, bs, pre
-        w, b = module.weight, module.bias
-        self.w_name = f"{path}.weight" if path else "weight"
-        self.b_name = f"{path}.bias" if path else "bias"
-        self.w_train = bool(w.requires_grad)
-        self.b_train = b is not None and bool(b.requires_grad)
-
-    @property
-    def trainable(self) -> bool:
-        return self.w_train or self.b_train
-
-    def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        W = self.module.weight.detach()
-        b = self.module.bias
-        b = None if b is None else self.bs * b.detach()
-        inp = h if self.pre == 1.0 else self.pre * h
-        return torch.nn.functional.linear(inp, W if self.ws == 1.0 else self.ws * W, b)
-
-
-class _ActOp:
-    def __init__(self, path: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.path, self.fn = path, fn
-
-
-def _has_hooks(mod: nn.Module) -> bool:
-    return bool(mod._forward_hooks or mod._forward_pre_hooks or mod._backward_hooks
-                or getattr(mod, "_backward_pre_hooks", None))
-
-
-def _structured_plan(model: nn.Module) -> Tuple[Optional[List[object]], str]:
-    """The list of linear/activation ops of ``model``, or ``None`` and the reason it does not qualify."""
-    from torch.nn.modules import module as _module_mod
-    from torch.nn.utils import parametrize
-
-    from .models import LFF, NTKLinear
-
-    acts = _elementwise_types()
-    if any(getattr(_module_mod, g, None) for g in
-           ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks")):
-        return None, "global module hooks are registered"
-    ops: List[object] = []
-
-    def walk(mod: nn.Module, path: str) -> Optional[str]:
-        if _has_hooks(mod):
-            return f"module {path or '(model)'} has hooks"
-        if parametrize.is_parametrized(mod):
-            return f"module {path or '(model)'} is parametrized"
-        if _same_forward(mod, nn.Sequential):
-            for name, child in mod.named_children():
-                why = walk(child, f"{path}.{name}" if path else name)
-                if why:
-                    return why
-            return None
-        if _same_forward(mod, LFF):
-            lin = mod.linear
-            sub = f"{path}.linear" if path else "linear"
-            if not _same_forward(lin, nn.Linear) or _has_hooks(lin) or parametrize.is_parametrized(lin):
-                return f"module {sub} is not a plain nn.Linear"
-            ops.append(_LinearOp(sub, lin, 1.0, 1.0, math.pi))
-            ops.append(_ActOp(path, torch.sin))
-            return None
-        if _same_forward(mod, nn.Linear):
-            ops.append(_LinearOp(path, mod, 1.0, 1.0, 1.0))
-            return None
-        if _same_forward(mod, NTKLinear):
-            ops.append(_LinearOp(path, mod, mod.weight_scale, mod.bias_scale, 1.0))
-            return None
-        if type(mod) in acts:
-            ops.append(_ActOp(path, mod))
-            return None
-        return (f"module {path or '(model)'} ({type(mod).__name__}) is not a linear layer, an "
-                "elementwise activation or an nn.Sequential of them")
-
-    why = walk(model, "")
-    if why:
-        return None, why
-    covered = set()
-    for op in ops:
-        if isinstance(op, _LinearOp):
-            covered.add(id(op.module.weight))
-            if op.module.bias is not None:
-                covered.add(id(op.module.bias))
-    for name, p in model.named_parameters():
-        if p.requires_grad and id(p) not in covered:
-            return None, f"trainable parameter {name} is outside the linear layers"
-    if not any(isinstance(op, _LinearOp) and op.trainable for op in ops):
-        return None, "no trainable linear layer"
-    return ops, ("a stack of linear layers and elementwise activations: "
-                 "NTK = sum_l (delta_l delta_l^T) * (h_l h_l^T + 1), no Jacobian formed")
-
-
-def _value_and_derivative(fn, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``fn(z)`` and ``fn'(z)`` for an elementwise ``fn``: closed forms for the common
-    activations, autograd (the gradient of the sum) for the others."""
-    from .models import Sine
-
-    t = type(fn)
-    if fn is torch.sin or t is Sine:
-        return torch.sin(z), torch.cos(z)
-    if t is nn.Identity:
-        return z, torch.ones_like(z)
-    if t is nn.ReLU:
-        return torch.relu(z), (z > 0).to(z.dtype)
-    if t is nn.Tanh:
-        y = torch.tanh(z)
-        return y, 1 - y * y
-    if t is nn.Sigmoid:
-        y = torch.sigmoid(z)
-        return y, y * (1 - y)
-    if t is nn.GELU and fn.approximate == "none":
-        cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2.0)))
-        pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-        return z * cdf, cdf + z * pdf
-    with torch.enable_grad():
-        zz = z.detach().requires_grad_(True)
-        y = fn(zz.clone())
-        (d,) = torch.autograd.grad(y, zz, torch.ones_like(y))
-    return y.detach(), d
-
 
 def _structured_features(ops: List[object], x: torch.Tensor):
     """Per trainable linear op: its input ``h`` (n, n_in) and ``delta`` (n, O * n_out); and the output."""
@@ -450,6 +333,29 @@ def _features_blocked(ops: List[object], x: torch.Tensor, c: int):
     feats = {i: (torch.cat([p[0][i][0] for p in parts]), torch.cat([p[0][i][1] for p in parts]))
              for i in parts[0][0]}
     return feats, torch.cat([p[1] for p in parts])
+
+
+def _structured_block_full(ops: List[object], F1, F2, split: bool, O: int) -> Dict[str, torch.Tensor]:
+    """The output-output blocks ``(n1, n2, O, O)``: ``[i, j, a, b] = sum_l (delta_{l,a}(x_i) .
+    delta_{l,b}(x2_j)) (ws^2 h_l(x_i) . h_l(x2_j) + bs^2)``."""
+    total: Optional[torch.Tensor] = None
+    out: Dict[str, torch.Tensor] = {}
+    for i, (h1, d1) in F1.items():
+        h2, d2 = F2[i]
+        op = ops[i]
+        A = torch.einsum("iak,jbk->ijab", d1.reshape(d1.shape[0], O, -1), d2.reshape(d2.shape[0], O, -1))
+        parts = []
+        if op.w_train:
+            B = (h1 @ h2.T).mul_(op.ws ** 2)
+            parts.append((op.w_name, A * B[:, :, None, None]))
+        if op.b_train:
+            parts.append((op.b_name, A * (op.bs ** 2)))
+        for name, val in parts:
+            if split:
+                out[name] = val
+            else:
+                total = val if total is None else total.add_(val)
+    return out if split else {"ntk": total}
 
 
 def _structured_block(ops: List[object], F1, F2, split: bool) -> Dict[str, torch.Tensor]:
@@ -527,12 +433,14 @@ def ntk_method(model: nn.Module, *, explain: bool = False) -> Union[str, Tuple[s
 
 def _prepare(model, x, x2):
     params = trainable_parameters(model)
+    check_independent_samples(model)
     xt = as_inputs(x, "x", model=model).detach()
     x2t = None if x2 is None else as_inputs(x2, "x2", model=model).detach()
-    if x2t is not None and x2t.shape[1] != xt.shape[1]:
+    if x2t is not None and x2t.shape[1:] != xt.shape[1:]:
         raise ValueError(
-            f"x and x2 must have the same number of features; got shapes {tuple(xt.shape)} "
-            f"and {tuple(x2t.shape)}."
+            f"x and x2 must have samples of the same shape; got x of shape {tuple(xt.shape)} "
+            f"(samples {tuple(xt.shape[1:])}) and x2 of shape {tuple(x2t.shape)} (samples "
+            f"{tuple(x2t.shape[1:])})."
         )
     return params, xt, x2t
 
@@ -556,9 +464,12 @@ def _check_structured_forward(model: nn.Module, x: torch.Tensor, y: torch.Tensor
 
 
 def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
-             progress: Optional[bool], group: Optional[str]) -> Dict[str, torch.Tensor]:
+             progress: Optional[bool], group: Optional[str],
+             outputs: str = "trace") -> Dict[str, torch.Tensor]:
     _check_method(method)
     _check_chunk(chunk_size)
+    check_outputs(outputs)
+    full = outputs == "full"
     params, xt, x2t = _prepare(model, x, x2)
     symmetric = x2t is None
     xb = xt if symmetric else x2t
@@ -568,6 +479,9 @@ def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
     ops = None
     if method in ("auto", "structured"):
         ops, why = _structured_plan(model)
+        if ops is not None and xt.dim() != 2:
+            ops, why = None, (f"its inputs are not flat vectors (x of shape {tuple(xt.shape)}); the "
+                              "structured path takes (N, d) inputs")
         if ops is None:
             if method == "structured":
                 raise ValueError(
@@ -581,13 +495,6 @@ def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
 
     keys = (sorted({_group_key(n, group) for n, _ in params}, key=[_group_key(n, group) for n, _ in params].index)
             if group is not None else ["ntk"])
-    out = {k: torch.zeros(n1, n2, dtype=dtype, device=device) for k in keys}
-
-    def add(block: Dict[str, torch.Tensor], r, s):
-        for name, val in block.items():
-            key = _group_key(name, group) if group is not None else "ntk"
-            out[key][r[0]:r[1], s[0]:s[1]] += val
-
     P = sum(p.numel() for _, p in params)
     itemsize = torch.empty((), dtype=dtype).element_size()
     if method == "structured":
@@ -595,6 +502,7 @@ def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
         F1, y1 = _features_blocked(ops, xt, c)
         check_finite(y1, "the model's output", " on x")
         _check_structured_forward(model, xt, y1)
+        O = y1.shape[1]
         if symmetric:
             F2 = F1
         else:
@@ -608,6 +516,14 @@ def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
         gen = _Generic(model, params)
         c = chunk_size or max(1, min(_DEFAULT_CHUNK, _JACOBIAN_BUDGET // max(1, 2 * O * P * itemsize)))
         per_entry = 2.0 * O * P
+    shape = (n1, n2, O, O) if full else (n1, n2)
+    out = {k: torch.zeros(shape, dtype=dtype, device=device) for k in keys}
+
+    def add(block: Dict[str, torch.Tensor], r, s):
+        for name, val in block.items():
+            key = _group_key(name, group) if group is not None else "ntk"
+            out[key][r[0]:r[1], s[0]:s[1]] += val
+
     pairs = _block_pairs(n1, n2, c, symmetric)
     flops = per_entry * n1 * n2 * (0.5 if symmetric else 1.0)
     show = (flops > _PROGRESS_FLOPS and len(pairs) > 1) if progress is None else bool(progress)
@@ -618,7 +534,10 @@ def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
             for r, s in pairs:
                 f1 = {i: (h[r[0]:r[1]], d[r[0]:r[1]]) for i, (h, d) in F1.items()}
                 f2 = {i: (h[s[0]:s[1]], d[s[0]:s[1]]) for i, (h, d) in F2.items()}
-                add(_structured_block(ops, f1, f2, split=group is not None), r, s)
+                if full:
+                    add(_structured_block_full(ops, f1, f2, group is not None, O), r, s)
+                else:
+                    add(_structured_block(ops, f1, f2, split=group is not None), r, s)
                 bar.update()
         elif method == "jacobian":
             # Keep every Jacobian block when they all fit in the budget; else recompute.
@@ -640,25 +559,30 @@ def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
                 if r != cur_row:
                     J1, cur_row = jac("x", r), r
                 J2 = J1 if (symmetric and r == s) else jac("x" if symmetric else "x2", s)
-                add(_contract(J1, J2), r, s)
+                add(_contract(J1, J2, full), r, s)
                 bar.update()
         else:  # ntvp
             for r, s in pairs:
-                add(gen.ntvp_block(xt[r[0]:r[1]], xb[s[0]:s[1]], split=group is not None), r, s)
+                add(gen.ntvp_block(xt[r[0]:r[1]], xb[s[0]:s[1]], split=group is not None, full=full), r, s)
                 bar.update()
     finally:
         bar.close()
+
+    def transpose(B: torch.Tensor) -> torch.Tensor:  # Theta(x', x) from Theta(x, x')
+        return B.permute(1, 0, 3, 2) if full else B.T
 
     if symmetric:
         for k, K in out.items():
             for r, s in pairs:
                 if s[0] > r[0]:
-                    K[s[0]:s[1], r[0]:r[1]] = K[r[0]:r[1], s[0]:s[1]].T
+                    K[s[0]:s[1], r[0]:r[1]] = transpose(K[r[0]:r[1], s[0]:s[1]])
                 elif s[0] == r[0]:  # a diagonal block: symmetric up to round-off; make it exact
                     D = K[r[0]:r[1], r[0]:r[1]]
-                    D.copy_((D + D.T) / 2)
+                    D.copy_((D + transpose(D)) / 2)
     for k, K in out.items():
         check_finite(K, "the NTK", f" ({k})")
+        if outputs == "mean" and O != 1:
+            K.div_(O)
     return out
 
 
@@ -670,6 +594,7 @@ def ntk(
     method: str = "auto",
     chunk_size: Optional[int] = None,
     progress: Optional[bool] = None,
+    outputs: str = "trace",
 ) -> torch.Tensor:
     r"""The empirical neural tangent kernel of ``model``, exactly.
 
@@ -679,17 +604,23 @@ def ntk(
 
     the sum running over the trainable parameters (``requires_grad=True``)
     and, for a model with several outputs, over the outputs (the trace of
-    the :math:`O \times O` NTK).
+    the :math:`O \times O` NTK; ``outputs`` selects the mean or the whole
+    :math:`O \times O` block instead).
 
     Parameters
     ----------
     model : nn.Module
-        Any module mapping ``(N, d)`` inputs to ``(N,)`` or ``(N, O)`` outputs,
-        with at least one trainable parameter, whose samples do not interact.
-    x : (N, d) tensor or array
-        Inputs. A NumPy array is converted to the model's dtype and device; a
-        tensor must already match them.
-    x2 : (N2, d) tensor or array, optional
+        Any module mapping ``(N, *)`` inputs to ``(N,)`` or ``(N, O, ...)``
+        outputs (flattened to ``O`` outputs), with at least one trainable
+        parameter, whose samples do not interact (a BatchNorm layer in
+        training mode is refused: call ``model.eval()``).
+    x : (N, \*) tensor or array
+        Inputs; the first axis is the sample axis, the trailing shape is
+        whatever one sample of the model is (``(d,)`` for an MLP,
+        ``(C, H, W)`` for a CNN); it is checked by one forward pass on one
+        sample. A NumPy array, or integer data, is converted to the model's
+        dtype and device; a floating-point tensor must already match them.
+    x2 : (N2, \*) tensor or array, optional
         Second set of inputs for a cross kernel :math:`\Theta(x, x_2)`;
         default ``x`` (the symmetric kernel, of which only the upper blocks
         are computed).
@@ -712,21 +643,44 @@ def ntk(
         Show a tqdm progress bar over the blocks; default (``None``): only
         when the job is large (more than about 5e10 floating-point
         operations, several seconds on a laptop CPU, and more than one block).
+        Either way a bar appears only once the job has run
+        ``neuralspec.utils.PROGRESS_DELAY`` seconds (2 s by default).
+    outputs : {"trace", "mean", "full"}
+        For a model with :math:`O` outputs. ``"trace"`` (default):
+        :math:`\sum_o \nabla f_o(x) \cdot \nabla f_o(x')`. ``"mean"``: the
+        trace divided by :math:`O` (the same scale as a one-output model).
+        ``"full"``: the whole output-output block,
+        :math:`\Theta_{ab}(x_i, x'_j) = \nabla f_a(x_i) \cdot \nabla f_b(x'_j)`,
+        of shape ``(N, N2, O, O)``; its trace over the last two axes is the
+        default kernel. Every method computes each of them.
 
     Returns
     -------
     torch.Tensor
-        ``(N, N2)``, in the model's dtype and on its device.
+        ``(N, N2)`` (``(N, N2, O, O)`` with ``outputs="full"``), in the
+        model's dtype and on its device.
 
     Raises
     ------
     ValueError
-        A model with no trainable parameters; ``x`` not 2-D, of the wrong
-        feature size, or not finite; non-finite model outputs.
+        A model with no trainable parameters or whose samples interact;
+        ``x`` with fewer than two axes, of a shape the model does not accept
+        (the message names the shape given and the shape the model accepts),
+        or not finite; non-finite model outputs; an unknown ``method`` or
+        ``outputs``.
     TypeError
-        ``x`` of the wrong dtype (a tensor is never silently converted).
+        ``x`` of the wrong dtype (a floating-point tensor is never silently
+        converted).
+
+    Examples
+    --------
+    >>> import torch, neuralspec as ns
+    >>> net = ns.MLP(2, 32, 1, 3)
+    >>> x = torch.randn(5, 2)
+    >>> ns.ntk(net, x, outputs="full").shape
+    torch.Size([5, 5, 3, 3])
     """
-    return _compute(model, x, x2, method, chunk_size, progress, None)["ntk"]
+    return _compute(model, x, x2, method, chunk_size, progress, None, outputs)["ntk"]
 
 
 def ntk_by_layer(
@@ -738,6 +692,7 @@ def ntk_by_layer(
     method: str = "auto",
     chunk_size: Optional[int] = None,
     progress: Optional[bool] = None,
+    outputs: str = "trace",
 ) -> Dict[str, torch.Tensor]:
     r"""The NTK split into the contributions of its parameter groups.
 
@@ -749,8 +704,9 @@ def ntk_by_layer(
 
     Parameters
     ----------
-    model, x, x2, method, chunk_size, progress
-        As in :func:`ntk`.
+    model, x, x2, method, chunk_size, progress, outputs
+        As in :func:`ntk` (inputs of any shape ``(N, *)``; ``outputs="full"``
+        gives ``(N, N2, O, O)`` blocks).
     group : {"module", "parameter"}
         ``"module"`` (default): one entry per module owning trainable
         parameters, keyed by its path in ``model.named_modules()`` (``"0"``,
@@ -766,4 +722,4 @@ def ntk_by_layer(
     """
     if group not in ("module", "parameter"):
         raise ValueError(f"group must be 'module' or 'parameter'; got {group!r}.")
-    return _compute(model, x, x2, method, chunk_size, progress, group)
+    return _compute(model, x, x2, method, chunk_size, progress, group, outputs)

@@ -49,8 +49,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import (ArrayLike, as_inputs, check_finite, check_positive_int, model_dtype_device,
-                          trainable_parameters)
+from ._validation import (ArrayLike, as_inputs, check_finite, check_independent_samples, check_positive_int,
+                          model_dtype_device, trainable_parameters)
 from .ntk import _blocks
 
 __all__ = [
@@ -64,7 +64,7 @@ __all__ = [
     "top_eigenpairs",
 ]
 
-TOPK_METHODS = ("lanczos", "lobpcg")
+TOPK_METHODS = ("lanczos", "lobpcg", "nystrom")
 
 # Points per chunk of the matrix-free NTK (times the number of vectors in a
 # block product): bounds the activations held by one reverse/forward pass.
@@ -248,7 +248,8 @@ def _call_kernel(kernel_fn, xa, xb, shape) -> torch.Tensor:
 def _structured_ops(model: nn.Module):
     """The structured plan of :mod:`neuralspec.ntk` for ``model`` (its layers), or ``None`` and why."""
     try:
-        from .ntk import _structured_features, _structured_plan  # noqa: F401
+        from .layers import _structured_plan  # noqa: F401  (the one plan)
+        from .ntk import _structured_features  # noqa: F401
 
         ops, why = _structured_plan(model)
         if ops is not None:
@@ -298,19 +299,23 @@ class MatrixFreeNTKOperator(KernelOperator):
     Parameters
     ----------
     model : nn.Module
-    x : (N, d) tensor, already validated
+    x : (N, \*) tensor, already validated (any per-sample shape the model accepts)
     chunk_size : int, optional
         Points per pass (divided by the number of vectors in a block product).
     mode : {"auto", "structured", "autodiff"}
-        ``"auto"``: structured when the model qualifies.
+        ``"auto"``: structured when the model qualifies (and ``x`` is 2-D).
     cache_bytes : int, optional
         Memory for cached factors (structured mode); default 1 GiB.
+    outputs : {"trace", "mean"}
+        As in :func:`~neuralspec.ntk.ntk`: the sum over the outputs, or that
+        divided by their number.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, chunk_size: Optional[int], *,
-                 mode: str = "auto", cache_bytes: Optional[int] = None) -> None:
+                 mode: str = "auto", cache_bytes: Optional[int] = None, outputs: str = "trace") -> None:
         from torch.func import functional_call
 
+        self.outputs = _check_operator_outputs(outputs)
         params = trainable_parameters(model)
         dtype, device = model_dtype_device(model)
         super().__init__(x.shape[0], dtype, device)
@@ -342,9 +347,15 @@ class MatrixFreeNTKOperator(KernelOperator):
         self._store: Optional[Dict[int, Tuple[torch.Tensor, torch.Tensor]]] = None
         self._n_cache = 0
         self._ops = None
+        # Sums over points of pass 1 go through this hook: the identity here, one
+        # all-reduce across processes in neuralspec.distributed.DistributedNTKOperator.
+        self._reduce: Callable[[List[torch.Tensor]], None] = lambda tensors: None
         self.mode = "autodiff"
         if mode != "autodiff":
             self._ops, why = _structured_ops(model)
+            if self._ops is not None and x.dim() != 2:
+                self._ops, why = None, (f"its inputs are not flat vectors (x of shape {tuple(x.shape)}); "
+                                        "the structured product takes (N, d) inputs")
             if self._ops is not None and not self._structured_agrees():
                 self._ops, why = None, "the structured product did not match autodiff on a probe"
             if self._ops is not None:
@@ -356,6 +367,8 @@ class MatrixFreeNTKOperator(KernelOperator):
         extra = ""
         if self.mode == "structured":
             extra = f", factors cached for {self._cached_points()} of {self.shape[0]} points"
+        if self.outputs != "trace":
+            extra += f", outputs={self.outputs!r}"
         return (f"matrix-free ({self.mode}), P={self.n_params}, O={self.n_outputs}, "
                 f"chunks of {self.chunk_size}{extra}")
 
@@ -415,6 +428,7 @@ class MatrixFreeNTKOperator(KernelOperator):
                 if op.b_train:
                     t = d.T @ Vc  # (A, b)
                     mb[i] = t if i not in mb else mb[i].add_(t)
+        self._reduce([M[i] for i in sorted(M)] + [mb[i] for i in sorted(mb)])
         # pass 2: u = sum_i ws^2 <delta_i, M_i h_i> + bs^2 <delta_i, m_i>
         out = torch.zeros_like(V)
         for a, c in blocks:
@@ -492,8 +506,11 @@ class MatrixFreeNTKOperator(KernelOperator):
             blocks = _blocks(V.shape[0], self.chunk_size)
             for j in range(0, V.shape[1], 8):
                 out[:, j:j + 8] = self._structured_matmat(V[:, j:j + 8], blocks)
-            return out
-        return self._autodiff_matmat(V)
+        else:
+            out = self._autodiff_matmat(V)
+        if self.outputs == "mean" and self.n_outputs != 1:
+            out.div_(self.n_outputs)
+        return out
 
     def _autodiff_matmat(self, V: torch.Tensor) -> torch.Tensor:
         from torch.func import vjp, vmap
@@ -513,6 +530,7 @@ class MatrixFreeNTKOperator(KernelOperator):
             g = vmap(vjp_fn)(cot)[0] if m > 1 else {k: t[None] for k, t in vjp_fn(cot[0])[0].items()}
             for k in G:
                 G[k] += g[k]
+        self._reduce([G[k] for k in sorted(G)])
         # Pass 2: (K V)_j = sum_o J_o g_{j,o}.
         out = torch.empty_like(V)
         for a, c in _blocks(n, chunk):
@@ -555,8 +573,9 @@ def kernel_operator(
     kernel_fn : callable
         ``kernel_fn(xa, xb)`` returns the ``(len(xa), len(xb))`` tensor
         :math:`k(x_a, x_b)`; e.g. ``lambda a, b: ns.ntk(model, a, b)``.
-    x : (N, d) tensor or array
-        The points. An array is converted to float64 (a tensor is kept as is).
+    x : (N, \*) tensor or array
+        The points, first axis over them (``(N, d)`` vectors, or images...).
+        An array is converted to float64 (a tensor is kept as is).
     block_size : int, optional
         Rows per block; default such that one block is about 128 MiB.
     cache : bool
@@ -572,7 +591,7 @@ def kernel_operator(
     if not callable(kernel_fn):
         raise TypeError(f"kernel_fn must be callable as kernel_fn(xa, xb); got {type(kernel_fn).__name__}.")
     check_positive_int(block_size, "block_size", allow_none=True)
-    xt = as_inputs(x, "x", dtype=None if isinstance(x, torch.Tensor) else torch.float64)
+    xt = as_inputs(x, "x", dtype=None if isinstance(x, torch.Tensor) else torch.float64, flat=False)
     n = xt.shape[0]
     K0 = _call_kernel(kernel_fn, xt[:1], xt[:1], (1, 1))
     dtype, device = K0.dtype, K0.device
@@ -613,6 +632,20 @@ def kernel_operator(
     return DenseKernelOperator(K, check=False)
 
 
+def _check_operator_outputs(outputs) -> str:
+    """``"trace"`` or ``"mean"``; ``"full"`` is an (N, N, O, O) array, not an N x N operator."""
+    from ._validation import OUTPUTS, check_outputs
+
+    check_outputs(outputs, OUTPUTS)
+    if outputs == "full":
+        raise ValueError(
+            "outputs='full' is not available for an NTK operator: the full NTK is an (N, N, O, O) "
+            "array of output-output blocks, not an N x N kernel. Use outputs='trace' or 'mean' here, "
+            "and ns.ntk(model, x, outputs='full') for the blocks."
+        )
+    return outputs
+
+
 def ntk_operator(
     model: nn.Module,
     x: ArrayLike,
@@ -622,6 +655,8 @@ def ntk_operator(
     method: str = "auto",
     cache_bytes: Optional[int] = None,
     progress: Optional[bool] = None,
+    outputs: str = "trace",
+    process_group=None,
 ) -> KernelOperator:
     r"""The empirical NTK :math:`\Theta(x, x)` of ``model`` as an operator for :func:`top_eigenpairs`.
 
@@ -644,7 +679,9 @@ def ntk_operator(
     model : nn.Module
         With at least one trainable parameter; the operator uses the model's
         dtype and device (the GPU when the model is there).
-    x : (N, d) tensor or array
+    x : (N, \*) tensor or array
+        Inputs of any shape the model accepts, first axis over the samples
+        (checked as in :func:`~neuralspec.ntk.ntk`).
     block_size : int, optional
         Rows per kernel strip (held kernel; default about 128 MiB a strip) or
         points per chunk (matrix-free; default 4096 on CPU, 65536 on CUDA).
@@ -659,13 +696,25 @@ def ntk_operator(
     progress : bool, optional
         Progress bar over the strips while the held kernel is built; default
         for ``N >= 20000``.
+    outputs : {"trace", "mean"}
+        For a model with several outputs, as in :func:`~neuralspec.ntk.ntk`.
+        ``"full"`` raises ``ValueError``: its blocks form an
+        ``(N, N, O, O)`` array, not an ``N x N`` operator.
+    process_group : torch.distributed ProcessGroup, optional
+        Matrix-free only: ``x`` is this process's slice of the points, and the
+        operator is the NTK of all processes' points, one all-reduce of a
+        :math:`P`-vector per product (:mod:`neuralspec.distributed`).
 
     Returns
     -------
     KernelOperator
     """
+    if process_group is not None and not matrix_free:
+        raise ValueError("process_group needs matrix_free=True: a held kernel is not split across processes.")
     trainable_parameters(model)
     check_positive_int(block_size, "block_size", allow_none=True)
+    _check_operator_outputs(outputs)
+    check_independent_samples(model)
     xt = as_inputs(x, "x", model=model)
     from .ntk import METHODS, ntk
 
@@ -673,15 +722,22 @@ def ntk_operator(
         raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
     if matrix_free:
         mode = method if method in ("auto", "structured") else "autodiff"
-        return MatrixFreeNTKOperator(model, xt, block_size, mode=mode, cache_bytes=cache_bytes)
+        op = MatrixFreeNTKOperator(model, xt, block_size, mode=mode, cache_bytes=cache_bytes,
+                                   outputs=outputs)
+        if process_group is not None:
+            from .distributed import DistributedNTKOperator
+
+            return DistributedNTKOperator(op, process_group)
+        return op
 
     def kernel_fn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return ntk(model, a, b, method=method, progress=False)
+        return ntk(model, a, b, method=method, progress=False, outputs=outputs)
 
     return kernel_operator(kernel_fn, xt, block_size=block_size, progress=progress)
 
 
-def ntk_matvec(model: nn.Module, x: ArrayLike, v: ArrayLike, *, chunk_size: Optional[int] = None):
+def ntk_matvec(model: nn.Module, x: ArrayLike, v: ArrayLike, *, chunk_size: Optional[int] = None,
+               outputs: str = "trace"):
     r"""The NTK times vector(s), matrix-free: :math:`\Theta(x, x)\, v = \sum_o J_o (J_o^\top v)`.
 
     Same as ``ntk(model, x) @ v`` without the :math:`N \times N` kernel; see
@@ -690,17 +746,20 @@ def ntk_matvec(model: nn.Module, x: ArrayLike, v: ArrayLike, *, chunk_size: Opti
     Parameters
     ----------
     model : nn.Module
-    x : (N, d) tensor or array
+    x : (N, \*) tensor or array
+        Inputs of any shape the model accepts, first axis over the samples.
     v : (N,) or (N, b) tensor or array
     chunk_size : int, optional
         Points per reverse/forward pass.
+    outputs : {"trace", "mean"}
+        As in :func:`ntk_operator`.
 
     Returns
     -------
     torch.Tensor or numpy.ndarray
         Same shape and kind as ``v``, in the model's dtype.
     """
-    op = ntk_operator(model, x, block_size=chunk_size, matrix_free=True)
+    op = ntk_operator(model, x, block_size=chunk_size, matrix_free=True, outputs=outputs)
     if isinstance(v, torch.Tensor):
         check_finite(v, "v")
     elif isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
@@ -728,9 +787,9 @@ class _ScipyOperatorWrapper(KernelOperator):
 
 
 def _bar(enabled: bool, total, desc: str, unit: str):
-    from tqdm.auto import tqdm
+    from .utils import progress_bar
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
+    return progress_bar(total, desc, unit, enabled)
 
 
 def _as_operator(K_or_operator, check: bool) -> Tuple[KernelOperator, str]:
@@ -853,8 +912,10 @@ def top_eigenpairs(
     check: bool = True,
     progress: Optional[bool] = None,
     return_info: bool = False,
+    landmarks: Optional[int] = None,
+    refine: int = 3,
 ):
-    r"""The ``k`` largest eigenpairs of a symmetric (PSD) kernel, by Lanczos or LOBPCG.
+    r"""The ``k`` largest eigenpairs of a symmetric (PSD) kernel, by Lanczos, LOBPCG or Nyström.
 
     .. math::
 
@@ -872,11 +933,18 @@ def top_eigenpairs(
         random vectors (``check=False`` skips both).
     k : int
         Number of eigenpairs, ``1 <= k < N``.
-    method : {"lanczos", "lobpcg"}
+    method : {"lanczos", "lobpcg", "nystrom"}
         ``"lanczos"``: ``scipy.sparse.linalg.eigsh`` (ARPACK), one product
         at a time, the fewest products. ``"lobpcg"``:
         ``scipy.sparse.linalg.lobpcg`` on a block of ``k + max(5, k // 5)``
         vectors, block products that run at BLAS speed for a held kernel.
+        ``"nystrom"``: a Nyström subspace from one column block of
+        ``landmarks`` columns, refined by up to ``refine`` rounds of subspace
+        iteration with exact block products and certified by each pair's
+        residual (:mod:`neuralspec.nystrom`); for a PSD kernel with a
+        decaying spectrum, far fewer exact products than Lanczos. ``tol``
+        (default ``1e-3``) bounds the relative residuals
+        :math:`\|K u - \lambda u\| / \lambda`; ``info["residuals"]`` reports them.
     tol : float, optional
         Relative residual tolerance: :math:`\|K u - \lambda u\| \le
         \text{tol}\,|\lambda|` (Lanczos), :math:`\le \text{tol}\,\lambda_{\max}`
@@ -894,7 +962,15 @@ def top_eigenpairs(
         A tqdm bar counting products; default for ``N >= 20000``, or
         ``N >= 2000`` with a matrix-free NTK.
     return_info : bool
-        Also return a dict with ``n_products``, ``seconds`` and ``method``.
+        Also return a dict with ``n_products``, ``seconds`` and ``method``
+        (Nyström also: ``landmarks``, ``column_blocks``, ``exact_products``,
+        ``refine_rounds``, ``residuals``, ``converged``).
+    landmarks : int, optional
+        Nyström only: landmark columns, ``k < landmarks <= N``; default
+        ``min(N, max(1000, 20 k))``.
+    refine : int
+        Nyström only: maximum rounds of subspace iteration after the first
+        Rayleigh–Ritz step.
 
     Returns
     -------
@@ -908,6 +984,8 @@ def top_eigenpairs(
     """
     if method not in TOPK_METHODS:
         raise ValueError(f"method must be one of {TOPK_METHODS}; got {method!r}.")
+    if method != "nystrom" and landmarks is not None:
+        raise ValueError(f"landmarks applies to method='nystrom' only; got method={method!r}.")
     op, kind = _as_operator(K_or_operator, check)
     n = op.shape[0]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (1 <= k < n):
@@ -938,8 +1016,20 @@ def top_eigenpairs(
     rng = np.random.default_rng(seed)
     start_products = op.n_products
     t0 = time.perf_counter()
+    extra: Dict = {}
     try:
-        if method == "lanczos":
+        if method == "nystrom":
+            from .nystrom import nystrom_eigenpairs
+
+            evals, evecs, extra = nystrom_eigenpairs(op, k, landmarks=landmarks, refine=refine,
+                                                     tol=1e-3 if tol is None else tol, seed=seed, bar=bar)
+            if not extra["converged"]:
+                import warnings
+
+                warnings.warn(f"Nyström + {refine} refinement rounds reached relative residuals up to "
+                              f"{extra['residuals'].max():.2g} > tol; raise landmarks or refine.",
+                              RuntimeWarning, stacklevel=2)
+        elif method == "lanczos":
             if ncv is None:
                 ncv = min(n, max(2 * k + 1, 20))
             if tol is None:
@@ -964,7 +1054,9 @@ def top_eigenpairs(
     signs = np.sign(evecs[idx, np.arange(evecs.shape[1])])
     signs[signs == 0] = 1
     evecs = evecs * signs
-    info = {"method": method, "n_products": op.n_products - start_products, "seconds": seconds}
+    info = {"method": method, "n_products": op.n_products - start_products, "seconds": seconds, **extra}
+    if "residuals" in info:
+        info["residuals"] = np.asarray(info["residuals"])[order]
     if kind in ("numpy", "scipy"):
         res = (evals.astype(np_dtype), evecs.astype(np_dtype))
     else:

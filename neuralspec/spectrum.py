@@ -20,7 +20,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ._validation import ArrayLike, check_square_symmetric
+from ._validation import ArrayLike, as_real_array, check_finite, check_square_symmetric
 
 __all__ = [
     "eigh",
@@ -43,6 +43,19 @@ def _to_tensor(K: ArrayLike, name: str = "K") -> Tuple[torch.Tensor, bool]:
     raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray; got {type(K).__name__}.")
 
 
+def _eigvals(eigvals: ArrayLike) -> torch.Tensor:
+    """A non-empty, finite, real 1-D tensor of eigenvalues (a clear error otherwise)."""
+    if isinstance(eigvals, (list, tuple)):
+        eigvals = as_real_array(eigvals, "eigvals")
+    ev, _ = _to_tensor(eigvals, "eigvals")
+    if ev.dim() != 1 or ev.numel() == 0:
+        raise ValueError(f"eigvals must be a non-empty 1-D array; got shape {tuple(ev.shape)}.")
+    if not ev.is_floating_point():
+        raise TypeError(f"eigvals must be floating point; got {ev.dtype}.")
+    check_finite(ev, "eigvals", " (a finite kernel matrix has finite eigenvalues: check the kernel)")
+    return ev
+
+
 def _back(t: torch.Tensor, was_numpy: bool):
     return t.detach().cpu().numpy() if was_numpy else t
 
@@ -57,7 +70,7 @@ def eigh(K: ArrayLike, k: Optional[int] = None):
     K : (N, N) tensor or array
         Symmetric (to round-off) and finite.
     k : int, optional
-        Keep only the ``k`` largest eigenpairs.
+        Keep only the ``k`` largest eigenpairs (a Python or NumPy integer).
 
     Returns
     -------
@@ -72,8 +85,9 @@ def eigh(K: ArrayLike, k: Optional[int] = None):
     evals, evecs = torch.linalg.eigh(Kt)
     evals, evecs = evals.flip(0), evecs.flip(1)
     if k is not None:
-        if not (isinstance(k, int) and 1 <= k <= Kt.shape[0]):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= Kt.shape[0]:
             raise ValueError(f"k must be an integer in [1, {Kt.shape[0]}]; got {k!r}.")
+        k = int(k)
         evals, evecs = evals[:k], evecs[:, :k]
     return _back(evals, was_np), _back(evecs, was_np)
 
@@ -104,15 +118,13 @@ def numerical_floor(
     Parameters
     ----------
     eigvals : 1-D tensor or array
-        The eigenvalues (any order).
+        The eigenvalues (any order); NaN or inf raises ``ValueError``.
     dtype : optional
         The precision the kernel was computed in; default the dtype of ``eigvals``.
     factor : float
         Safety factor.
     """
-    ev, _ = _to_tensor(eigvals, "eigvals")
-    if ev.dim() != 1 or ev.numel() == 0:
-        raise ValueError(f"eigvals must be a non-empty 1-D array; got shape {tuple(ev.shape)}.")
+    ev = _eigvals(eigvals)
     if dtype is None:
         dtype = ev.dtype
     if isinstance(dtype, torch.dtype):
@@ -123,8 +135,11 @@ def numerical_floor(
 
 
 def numerical_rank(eigvals: ArrayLike, tol: Optional[float] = None, dtype=None) -> int:
-    """Number of eigenvalues above ``tol`` (default :func:`numerical_floor`)."""
-    ev, _ = _to_tensor(eigvals, "eigvals")
+    """Number of eigenvalues above ``tol`` (default :func:`numerical_floor`).
+
+    Raises ``ValueError`` for non-finite eigenvalues (NaN or inf).
+    """
+    ev = _eigvals(eigvals)
     if tol is None:
         tol = numerical_floor(ev, dtype)
     return int((ev > tol).sum())
@@ -138,12 +153,10 @@ def effective_rank(eigvals: ArrayLike, kind: str = "entropy") -> float:
     * ``"participation"``: :math:`(\sum_i \lambda_i)^2 / \sum_i \lambda_i^2`.
 
     Negative eigenvalues (round-off of a PSD matrix) are clipped to zero.
-    Both equal ``r`` for ``r`` equal non-zero eigenvalues.
+    Both equal ``r`` for ``r`` equal non-zero eigenvalues. Non-finite
+    eigenvalues (NaN or inf) raise ``ValueError``.
     """
-    ev, _ = _to_tensor(eigvals, "eigvals")
-    if ev.dim() != 1 or ev.numel() == 0:
-        raise ValueError(f"eigvals must be a non-empty 1-D array; got shape {tuple(ev.shape)}.")
-    ev = ev.double().clamp(min=0)
+    ev = _eigvals(eigvals).double().clamp(min=0)
     total = ev.sum()
     if total <= 0:
         raise ValueError("all eigenvalues are <= 0; the effective rank is undefined.")

@@ -247,6 +247,18 @@ class TrainResult:
         given), else ``None``.
     stability_limit : float or None
         ``2N / lambda_max``.
+    kernel_steps : numpy.ndarray or None
+        ``(S,)`` the steps at which the empirical NTK on the training inputs
+        was recorded (``record_kernel_every``), else ``None``.
+    kernels : numpy.ndarray or None
+        ``(S, N, N)`` float64: ``kernels[s]`` is :func:`~neuralspec.ntk.ntk`
+        of the model at step ``kernel_steps[s]`` (the parameters before that
+        step's update), on the training inputs. ``None`` unless recorded in
+        full (``kernel_rank=None``).
+    kernel_eigvals, kernel_eigvecs : numpy.ndarray or None
+        With ``kernel_rank=r``: ``(S, r)`` the top ``r`` eigenvalues
+        (descending) and ``(S, N, r)`` their eigenvectors at each recorded
+        step, instead of the kernels.
     """
 
     steps: np.ndarray
@@ -258,6 +270,10 @@ class TrainResult:
     n: int
     lambda_max: Optional[float] = None
     stability_limit: Optional[float] = None
+    kernel_steps: Optional[np.ndarray] = None
+    kernels: Optional[np.ndarray] = None
+    kernel_eigvals: Optional[np.ndarray] = None
+    kernel_eigvecs: Optional[np.ndarray] = None
 
     @property
     def predictions(self) -> np.ndarray:
@@ -283,7 +299,53 @@ def _record_steps(steps: int, record_every, record_at) -> np.ndarray:
     return np.unique(np.concatenate([np.arange(0, steps + 1, int(every)), [steps]]))
 
 
-def _run(model, xt, yt, params, lr, steps, record, check_stability, lambda_max, check_every, progress):
+class _KernelRecorder:
+    """Records the empirical NTK on the training inputs at chosen steps (``record_kernel_every``)."""
+
+    def __init__(self, model: nn.Module, xt: torch.Tensor, steps: int, every, rank) -> None:
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+            raise ValueError(f"record_kernel_every must be a positive integer or None; got {every!r}.")
+        n = xt.shape[0]
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, (int, np.integer))
+                                 or not 1 <= rank <= n):
+            raise ValueError(f"kernel_rank must be None or an integer in [1, N] = [1, {n}]; got {rank!r}.")
+        self.model, self.xt, self.rank = model, xt, None if rank is None else int(rank)
+        self.steps = np.unique(np.concatenate([np.arange(0, steps + 1, int(every)), [steps]])).astype(np.int64)
+        self.pos = {int(s): i for i, s in enumerate(self.steps)}
+        S = len(self.steps)
+        if self.rank is None:
+            self.kernels = np.empty((S, n, n))
+        else:
+            self.eigvals, self.eigvecs = np.empty((S, self.rank)), np.empty((S, n, self.rank))
+
+    def __call__(self, t: int) -> None:
+        i = self.pos.get(t)
+        if i is None:
+            return
+        from .ntk import ntk
+
+        if self.rank is None:
+            self.kernels[i] = ntk(self.model, self.xt).detach().double().cpu().numpy()
+            return
+        if self.rank < self.xt.shape[0]:
+            from .scale import ntk_operator, top_eigenpairs
+
+            lam, U = top_eigenpairs(ntk_operator(self.model, self.xt, matrix_free=True), self.rank)
+        else:
+            from .spectrum import eigh
+
+            lam, U = eigh(ntk(self.model, self.xt).detach())
+        self.eigvals[i] = lam.detach().double().cpu().numpy()
+        self.eigvecs[i] = U.detach().double().cpu().numpy()
+
+    def fields(self) -> dict:
+        if self.rank is None:
+            return {"kernel_steps": self.steps, "kernels": self.kernels}
+        return {"kernel_steps": self.steps, "kernel_eigvals": self.eigvals, "kernel_eigvecs": self.eigvecs}
+
+
+def _run(model, xt, yt, params, lr, steps, record, check_stability, lambda_max, check_every, progress,
+         kernel_hook=None):
     """The loop of :func:`train`; returns ``(lambda_max, limit, losses, residuals)``."""
     n = xt.shape[0]
     dtype = yt.dtype
@@ -317,9 +379,9 @@ def _run(model, xt, yt, params, lr, steps, record, check_stability, lambda_max, 
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .utils import progress_bar
 
-        bar = tqdm(total=steps, desc="train", unit="step")
+        bar = progress_bar(steps, "train", "step", leave=True)
     try:
         for t in range(steps + 1):
             last = t == steps
@@ -329,6 +391,8 @@ def _run(model, xt, yt, params, lr, steps, record, check_stability, lambda_max, 
             losses[t] = loss.detach()
             if t in rec_pos:
                 residuals[rec_pos[t]] = r.detach()
+            if kernel_hook is not None:
+                kernel_hook(t)
             if last:
                 break
             opt.zero_grad(set_to_none=True)
@@ -363,6 +427,8 @@ def train(
     check_every: int = 50,
     progress: bool = False,
     threads: Union[str, int, None] = "auto",
+    record_kernel_every: Optional[int] = None,
+    kernel_rank: Optional[int] = None,
 ) -> TrainResult:
     r"""Full-batch gradient descent on the mean squared error; records the residuals.
 
@@ -418,6 +484,20 @@ def train(
         where more threads do not help and, on a busy machine, idle-spinning
         worker threads can slow each step down tenfold or more; otherwise
         torch's setting. ``None``: torch's setting. An int: that many.
+    record_kernel_every : int, optional
+        Also record the empirical NTK on the training inputs,
+        :func:`~neuralspec.ntk.ntk` of the model, at steps ``0, k, 2k, ...``
+        and at the last step (``TrainResult.kernel_steps``,
+        ``TrainResult.kernels``): how far the kernel moves in training.
+        Memory: ``8 N^2`` bytes per recorded step (float64), e.g. 100 records
+        of ``N = 1000`` points take 0.8 GB; each record costs one NTK.
+    kernel_rank : int, optional
+        With ``record_kernel_every``, keep only the top ``kernel_rank``
+        eigenpairs of each recorded kernel (``TrainResult.kernel_eigvals``,
+        ``kernel_eigvecs``; ``8 N r`` bytes per record), computed matrix-free
+        by Lanczos (:func:`~neuralspec.scale.top_eigenpairs` on
+        :func:`~neuralspec.scale.ntk_operator`), so no ``N x N`` kernel is
+        ever formed: for large ``N``.
 
     Returns
     -------
@@ -453,10 +533,17 @@ def train(
     yt = _as_targets(y, n, dtype, xt.device)
     record = _record_steps(steps, record_every, record_at)
 
+    kernel_hook = None
+    if record_kernel_every is not None:
+        kernel_hook = _KernelRecorder(model, xt, steps, record_kernel_every, kernel_rank)
+    elif kernel_rank is not None:
+        raise ValueError("kernel_rank needs record_kernel_every (the steps at which to record the kernel).")
+
     n_params = sum(p.numel() for p in params)
     with torch_threads(_resolve_threads(threads, xt.device, n, n_params)):
         lambda_max, limit, losses, residuals = _run(model, xt, yt, params, lr, steps, record,
-                                                    check_stability, lambda_max, check_every, progress)
+                                                    check_stability, lambda_max, check_every, progress,
+                                                    kernel_hook)
 
     res = residuals.detach().double().cpu().numpy()
     return TrainResult(
@@ -469,6 +556,7 @@ def train(
         n=n,
         lambda_max=lambda_max,
         stability_limit=limit,
+        **({} if kernel_hook is None else kernel_hook.fields()),
     )
 
 

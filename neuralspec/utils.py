@@ -10,7 +10,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-__all__ = ["set_seed", "default_device", "on_colab", "torch_threads"]
+__all__ = ["set_seed", "default_device", "on_colab", "torch_threads", "progress_bar", "PROGRESS_DELAY"]
 
 
 def set_seed(seed: int = 0) -> None:
@@ -50,3 +50,19 @@ def torch_threads(n: Optional[int]) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+#: Seconds a job must run before its progress bar appears (tqdm's ``delay``).
+#: Sub-second kernels never show a bar; set it to 0 to see every bar, or pass
+#: ``progress=False`` to the function to hide one.
+PROGRESS_DELAY = 2.0
+
+
+def progress_bar(total, desc: str, unit: str = "it", enabled: bool = True, *, leave: bool = False,
+                 delay: Optional[float] = None):
+    """A ``tqdm.auto`` bar that appears only once the job has run ``delay`` seconds
+    (default :data:`PROGRESS_DELAY`, 2 s), or a disabled one when ``enabled`` is false."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=leave,
+                delay=PROGRESS_DELAY if delay is None else float(delay))

@@ -62,7 +62,7 @@ def test_device_kept():
 
 def test_feature_kernel_bad_inputs(xs):
     rff = ns.RFF(1, 10)
-    with pytest.raises(ValueError, match=r"2-D with shape \(N, d\).*x\[:, None\]"):
+    with pytest.raises(ValueError, match=r"at least 2-D, of shape \(N, \*\).*x\[:, None\]"):
         ns.feature_kernel(rff, torch.linspace(0, 1, 11))
     with pytest.raises(ValueError, match="expects 1"):
         ns.feature_kernel(rff, torch.rand(5, 2))
@@ -79,6 +79,8 @@ def test_feature_kernel_bad_inputs(xs):
         ns.feature_kernel(rff, xs.double())
     with pytest.raises(TypeError, match="floating point"):
         ns.feature_kernel(rff, torch.ones(3, 1, dtype=torch.int64))
+    with pytest.raises(TypeError, match="floating point"):  # the same rule for an integer array
+        ns.feature_kernel(rff, np.ones((3, 1), dtype=np.int64))
     with pytest.raises(TypeError, match="x, of shape"):
         ns.feature_kernel(rff)
     with pytest.raises(TypeError, match="either a model"):
@@ -90,7 +92,7 @@ def test_feature_kernel_bad_inputs(xs):
 
 
 def test_feature_map_returning_wrong_shape(xs):
-    with pytest.raises(ValueError, match="must return a 2-D tensor"):
+    with pytest.raises(ValueError, match=r"must return a tensor of shape \(N, m\)"):
         ns.feature_kernel(lambda x: x[:, 0], xs)
     with pytest.raises(ValueError, match="non-finite"):
         ns.feature_kernel(lambda x: 1 / (x - x), xs)

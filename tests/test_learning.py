@@ -234,26 +234,6 @@ def test_learning_lab_widget():
 # spectra on the sphere, and grouped modes
 # ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("d", [3, 5, 8])
-def test_funk_hecke_exponential_kernel(d):
-    """exp(t) on S^(d-1): mu_k = Gamma(d/2) 2^(d/2-1) I_(k+d/2-1)(1)."""
-    import scipy.special as sp
-    mu, mult = ns.funk_hecke(np.exp, d, 12)
-    k = np.arange(13)
-    expected = sp.gamma(d / 2) * 2 ** (d / 2 - 1) * sp.iv(k + d / 2 - 1, 1.0)
-    np.testing.assert_allclose(mu, expected, rtol=1e-10, atol=1e-15)
-    assert abs(np.sum(mu * mult) - np.e) < 1e-10          # k(1) = sum_k mu_k N(d, k)
-    assert mult[1] == d and mult[2] == d * (d + 1) / 2 - 1
-
-
-def test_funk_hecke_circle():
-    mu, mult = ns.funk_hecke(lambda t: 1 + t + 0.25 * (2 * t**2 - 1), 2, 5)   # 1 + cos th + cos(2 th)/4
-    np.testing.assert_allclose(mu, [1, 0.5, 0.125, 0, 0, 0], atol=1e-14)
-    np.testing.assert_array_equal(mult, [1, 2, 2, 2, 2, 2])
-    with pytest.raises(ValueError, match="d must be an integer >= 2"):
-        ns.funk_hecke(np.exp, 1, 3)
-
-
 def test_multiplicity_equals_repeated_modes():
     mu, m = np.array([1.0, 0.3, 0.01, 0.0]), np.array([1, 3, 10, 5])
     v2 = np.array([0.5, 0.3, 0.2, 0.1])

@@ -161,3 +161,49 @@ def test_set_seed_makes_models_reproducible():
 def test_default_device_env_override(monkeypatch):
     monkeypatch.setenv("NEURALSPEC_DEVICE", "cpu")
     assert ns.default_device() == torch.device("cpu")
+
+
+def test_torch_default_linear_init_is_not_he_and_matches_the_limit_code():
+    """PyTorch's nn.Linear init is U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias:
+    variance 1/(3 fan_in), i.e. sigma_w^2 = 1/3 (``analytic.TORCH_W_VAR``), not He's 2.
+    The limit code assumes exactly that: ``mlp_kernels(init="torch")`` uses sigma_w^2 =
+    TORCH_W_VAR, a first-layer bias variance TORCH_W_VAR / d and, with
+    ``hidden_bias="width"``, a hidden-bias variance TORCH_W_VAR / width."""
+    from neuralspec import analytic
+
+    fan_in = 1000
+    layer = nn.Linear(fan_in, 1000)
+    w, b = layer.weight.detach().double(), layer.bias.detach().double()
+    # U(-c, c): Var(w^2) / E[w^2]^2 = 4/5, so the sample variance of M draws has a
+    # relative standard deviation of sqrt(0.8 / M): 0.09% for the 10^6 weights, 2.8%
+    # for the 1000 biases. Tolerances of about 5 standard deviations.
+    w_var, b_var = float(w.pow(2).mean()), float(b.pow(2).mean())
+    assert w_var * fan_in == pytest.approx(analytic.TORCH_W_VAR, rel=5e-3)
+    assert b_var * fan_in == pytest.approx(analytic.TORCH_W_VAR, rel=0.15)
+    assert b_var == pytest.approx(analytic._torch_hidden_bias("width", fan_in) ** 2, rel=0.15)
+    bound = 1 / math.sqrt(fan_in)
+    assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.99 * bound
+    assert float(b.abs().max()) <= bound and float(b.abs().max()) > 0.9 * bound
+    # He (Kaiming normal, ReLU) would be sigma_w^2 = 2: six times larger.
+    assert w_var * fan_in < 2 / 5
+    # ns.MLP's default ("torch") init is that same init, layer by layer.
+    mlp = ns.MLP(fan_in, 1000, 2, 1)
+    for lin in (mlp[0], mlp[2]):
+        v = float(lin.weight.detach().double().pow(2).mean()) * lin.in_features
+        assert v == pytest.approx(analytic.TORCH_W_VAR, rel=5e-3)
+
+
+def test_torch_first_layer_preactivation_variance_matches_the_limit_code():
+    """One input through a fresh nn.Linear(d, n): the pre-activation variance over units
+    is sigma_w^2 |x|^2 / d + bias variance = TORCH_W_VAR (|x|^2 + 1) / d, which is the
+    matched Gaussian first layer of ``mlp_kernels(first_layer="gaussian")``."""
+    from neuralspec import analytic
+
+    d, n = 1000, 20000
+    layer = nn.Linear(d, n)
+    x = torch.randn(1, d)
+    with torch.no_grad():
+        z = layer(x).double()
+    expected = analytic.TORCH_W_VAR * (float(x.pow(2).sum()) + 1) / d
+    # 20000 nearly Gaussian pre-activations: relative standard deviation sqrt(2/n) = 1%.
+    assert float(z.pow(2).mean()) == pytest.approx(expected, rel=0.05)

@@ -1,5 +1,4 @@
-"""The empirical NTK: every method against an independent per-sample reference."""
-import copy
+"""The empirical NTK: every method against the naive reference of tests/reference.py."""
 import importlib
 import math
 
@@ -25,32 +24,10 @@ def _one_thread():
 
 
 # ---------------------------------------------------------------------------
-# reference: a per-sample backward loop, independent of torch.func
+# reference: tests/reference.py (a torch.func Jacobian contraction, one sample at a time)
 # ---------------------------------------------------------------------------
 
-def per_sample_jacobian(model, x):
-    params = [p for p in model.parameters() if p.requires_grad]
-    rows = []
-    for i in range(x.shape[0]):
-        y = model(x[i:i + 1]).reshape(-1)
-        for o in range(y.shape[0]):
-            g = torch.autograd.grad(y[o], params, retain_graph=True, allow_unused=True)
-            rows.append(torch.cat([(torch.zeros_like(p) if gi is None else gi).reshape(-1)
-                                   for gi, p in zip(g, params)]))
-    return torch.stack(rows).reshape(x.shape[0], -1, rows[0].numel())
-
-
-def reference_ntk(model, x, x2=None):
-    """sum_o J_o(x) J_o(x2)^T, in float64 on a float64 copy of the model."""
-    m = copy.deepcopy(model).double()
-    x = x.double()
-    x2 = x if x2 is None else x2.double()
-    J1, J2 = per_sample_jacobian(m, x), per_sample_jacobian(m, x2)
-    return torch.einsum("nop,mop->nm", J1, J2)
-
-
-def rel_err(K, R):
-    return float((K.double() - R).abs().max() / R.abs().max())
+from reference import reference_ntk, rel_err  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -326,7 +303,7 @@ def test_bad_inputs_raise_clear_errors():
         ns.ntk(ns.RFF(1, 8), _inputs(3, 1))
     with pytest.raises(ValueError, match="no trainable parameters"):
         ns.ntk(ns.MLP(2, 8, 1, 1).requires_grad_(False), _inputs(3))
-    with pytest.raises(ValueError, match=r"x must be 2-D .*x\[:, None\]"):
+    with pytest.raises(ValueError, match=r"x must be at least 2-D, of shape \(N, \*\) .*x\[:, None\]"):
         ns.ntk(ns.MLP(1, 8, 1, 1), torch.rand(5))
     with pytest.raises(ValueError, match="x has 3 features per point .* expects 2"):
         ns.ntk(model, torch.rand(5, 3))
@@ -376,3 +353,55 @@ def test_progress_bar(capsys):
     assert "ntk" not in capsys.readouterr().err
     ns.ntk(Custom(), _inputs(6), chunk_size=2, progress=True)
     assert "ntk (jacobian)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# several outputs: outputs="trace" | "mean" | "full"
+# ---------------------------------------------------------------------------
+
+def _three_output_mlp():
+    torch.manual_seed(3)
+    return ns.MLP(4, 24, 2, 3, activation="tanh").double()
+
+
+@pytest.mark.parametrize("method", ["structured", "jacobian", "ntvp"])
+@pytest.mark.parametrize("outputs", ["trace", "mean", "full"])
+@pytest.mark.parametrize("cross", [False, True], ids=["x", "x-x2"])
+def test_outputs_match_torch_func_reference(method, outputs, cross):
+    """ntk(..., outputs=...) on a 3-output MLP equals the Jacobian contraction to 1e-10 (float64)."""
+    model = _three_output_mlp()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    x2 = torch.randn(6, 4, generator=g, dtype=torch.float64) if cross else None
+    R = reference_ntk(model, x, x2, outputs=outputs)
+    n2 = 6 if cross else 9
+    for chunk in (None, 4):  # one block, and several (the mirrored symmetric blocks)
+        K = ns.ntk(model, x, x2, method=method, outputs=outputs, chunk_size=chunk)
+        assert K.shape == ((9, n2, 3, 3) if outputs == "full" else (9, n2))
+        assert rel_err(K, R) < 1e-10, (method, outputs, chunk, rel_err(K, R))
+    parts = ns.ntk_by_layer(model, x, x2, method=method, outputs=outputs, group="parameter")
+    assert rel_err(sum(parts.values()), R) < 1e-10
+    if not cross and outputs == "full":  # Theta_ab(x_i, x_j) = Theta_ba(x_j, x_i)
+        assert torch.equal(K, K.permute(1, 0, 3, 2))
+
+
+def test_outputs_full_trace_and_mean_are_consistent():
+    model = _three_output_mlp()
+    x = torch.randn(7, 4, dtype=torch.float64)
+    full = ns.ntk(model, x, outputs="full")
+    trace = ns.ntk(model, x)
+    assert torch.allclose(full.diagonal(dim1=2, dim2=3).sum(-1), trace, rtol=1e-12, atol=0)
+    assert torch.allclose(ns.ntk(model, x, outputs="mean"), trace / 3, rtol=1e-12, atol=0)
+    one = ns.MLP(4, 16, 1, 1).double()  # one output: the three modes are the same kernel
+    K1 = ns.ntk(one, x)
+    assert torch.equal(ns.ntk(one, x, outputs="mean"), K1)
+    assert torch.allclose(ns.ntk(one, x, outputs="full")[:, :, 0, 0], K1, rtol=1e-12, atol=0)
+
+
+def test_outputs_bad_value_names_the_argument():
+    model = ns.MLP(2, 8, 1, 2)
+    for bad in ("diag", "Trace", None, 3):
+        with pytest.raises(ValueError, match=r"outputs must be one of \('trace', 'mean', 'full'\)"):
+            ns.ntk(model, _inputs(3), outputs=bad)
+        with pytest.raises(ValueError, match="outputs must be one of"):
+            ns.ntk_by_layer(model, _inputs(3), outputs=bad)

@@ -1,6 +1,7 @@
 r"""Benchmark: the empirical NTK and kernel spectra, against the usual PyTorch recipes.
 
-Run ``python -m neuralspec.bench`` (``--help`` for the options). In one run it
+Run ``python benchmarks/bench.py`` (or ``make bench``; ``--help`` for the options). It uses
+only the public API of :mod:`neuralspec`. In one run it
 
 1. times :func:`~neuralspec.ntk.ntk` against the torch.func Jacobian-contraction
    recipe of the official PyTorch NTK tutorial (``vmap(jacrev(...))`` then
@@ -49,7 +50,7 @@ def bench_model(width: int, *, features: int = 256, in_features: int = 2, scale:
     import torch
     from torch import nn
 
-    from .models import RFF
+    from neuralspec import RFF
 
     torch.manual_seed(seed)
     model = nn.Sequential(
@@ -154,8 +155,8 @@ def _run_once(kind: str, spec: Dict, model, x, K, base: float):
     """One timed run of a short measurement: ``(result, seconds, extra fields)``."""
     import torch
 
-    from . import scale
-    from .ntk import ntk
+    import neuralspec as scale
+    from neuralspec import ntk
 
     device = x.device
     n = x.shape[0]
@@ -209,16 +210,54 @@ def _run_once(kind: str, spec: Dict, model, x, K, base: float):
     return result, time.perf_counter() - t0, extra
 
 
+def gemm_rate(n: int = 4096, dtype=None, device="cpu", repeats: int = 3) -> float:
+    """This machine's matrix-multiply rate (GFLOP/s), best of ``repeats`` ``(n, n) @ (n, n)`` products."""
+    import torch
+
+    dtype = dtype or torch.float32
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(dtype=dtype, device=device)
+    b = torch.randn(n, n, generator=g).to(dtype=dtype, device=device)
+    a @ b  # warm-up
+    _sync(torch.device(device))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        _sync(torch.device(device))
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def ntk_flops(n: int, width: int, features: int, symmetric: bool = True) -> float:
+    r"""Floating-point operations of the structured NTK of the benchmark network on ``n`` points.
+
+    Per trainable layer with input width :math:`c` and output width :math:`a`: two Gram
+    matrices :math:`\Delta\Delta^\top` and :math:`HH^\top`, :math:`2 n^2 (a + c)` flops (half of
+    it for a symmetric kernel, of which only the upper blocks are computed), plus the
+    elementwise combination (:math:`3 n^2`), plus forward and backward passes
+    (:math:`6 n P`). The layers: features -> width -> width -> 1 (the RFF is frozen).
+    """
+    layers = [(features, width), (width, width), (width, 1)]
+    gram = sum(2.0 * n * n * (a + c) + 3.0 * n * n for c, a in layers)
+    if symmetric:
+        gram /= 2
+    P = _n_params(width, features)
+    return gram + 6.0 * n * P
+
+
 def _measure(spec: Dict) -> Dict:
     """Run one measurement described by ``spec``; return times, peak memory and results."""
     import torch
 
-    from . import scale
-    from .ntk import ntk
+    import neuralspec as scale
+    from neuralspec import ntk
 
     dtype = getattr(torch, spec.get("dtype", "float32"))
     device = torch.device(spec.get("device", "cpu"))
     kind = spec["kind"]
+    if kind == "gemm":
+        return {"gflops": gemm_rate(spec.get("n", 4096), dtype, device)}
     n = spec["n"]
     model = bench_model(spec["width"], features=spec["features"], in_features=spec["in_features"],
                         dtype=dtype, device=device)
@@ -273,6 +312,11 @@ def _measure(spec: Dict) -> Dict:
         _sync(device)
         out["seconds_eig"] = time.perf_counter() - t1
         out["n_products"] = info["n_products"]
+        for key in ("landmarks", "refine_rounds", "column_blocks", "exact_products"):
+            if key in info:
+                out[key] = info[key]
+        if "residuals" in info:
+            out["residuals_certified"] = [float(r) for r in info["residuals"]]
         result = evals
         # accuracy: relative residuals ||K u - lambda u|| / lambda_1 (neither timed nor in the peak)
         out["peak_mb"] = _rss_mb("VmHWM") if can_reset else float("nan")
@@ -422,7 +466,7 @@ def _n_params(width: int, features: int) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m neuralspec.bench",
+        prog="python benchmarks/bench.py",
         description="Time neuralspec.ntk against the torch.func recipe and a per-sample loop, "
                     "and the eigensolvers, on RFF(d -> 256) -> width -> width -> 1.",
     )
@@ -447,6 +491,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--large-n", type=int, default=20000)
     p.add_argument("--large-k", type=int, default=50)
     p.add_argument("--large-solver", choices=["lanczos", "lobpcg"], default="lanczos")
+    p.add_argument("--huge-solvers", default="nystrom,lanczos",
+                   help="solvers for the matrix-free N = huge-n run (comma-separated; default nystrom,lanczos)")
+    p.add_argument("--gemm-n", type=int, default=4096, help="size of the GEMM that measures the machine's rate")
     p.add_argument("--huge-n", type=int, default=100000)
     p.add_argument("--huge-k", type=int, default=10)
     p.add_argument("--no-residuals", action="store_true",
@@ -469,7 +516,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     import torch
 
-    from .utils import default_device
+    from neuralspec import default_device
 
     quick = args.quick
     sizes = args.sizes or ([48, 96] if quick else [500, 1000, 2000, 4000])
@@ -526,6 +573,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             return r["cuda_peak_mb"]
         return r.get("peak_est_mb", r.get("peak_mb"))
 
+    # ---------------- 0. the machine's GEMM rate ----------------
+    gemm = _run(dict(common, kind="gemm", n=args.gemm_n if not quick else 512, width=0), isolate, args.timeout)
+    gflops = gemm.get("gflops")
+    emit(f"- GEMM rate of this machine in this run: "
+         + (f"{gflops:.1f} GFLOP/s ({args.gemm_n if not quick else 512}^2 x {args.gemm_n if not quick else 512} "
+            f"{args.dtype} matrix product, best of 3, same threads)" if gflops else f"not measured ({gemm.get('error')})"))
+    emit()
+
     # ---------------- 1. the NTK ----------------
     summary: Dict = {}
     if "ntk" in sections:
@@ -541,8 +596,12 @@ def main(argv: Optional[List[str]] = None) -> int:
              "whose float32 pre-activation rounds to exactly 0 flips its mask; the float32 methods share "
              "them. Times: best of up to 3 runs when short. `~` = estimated.")
         emit()
+        emit("`% GEMM` = the structured NTK's flop count (`ntk_flops`: the two Gram matrices per layer, "
+             "upper blocks only, plus the forward/backward passes) divided by its time, relative to the "
+             "GEMM rate measured above: how close the kernel runs to this machine's matrix-multiply peak.")
+        emit()
         headers = ["width", "P", "N", "method", "time (s)", "speed-up", "peak (MiB)", "mem / torch.func",
-                   "err vs torch.func", "err vs float64", "note"]
+                   "err vs torch.func", "err vs float64", "GFLOP", "% GEMM", "note"]
         rows: List[List[str]] = []
         names = {"ntk": "ntk", "recipe": "torch.func", "loop": "loop"}
         for width in widths:
@@ -593,7 +652,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     if "error" in r:
                         rows.append([str(width), f"{P:,}", str(n), names[m], "-", "-",
                                      _fmt_mb(r.get("peak_est_mb"), True) if r.get("skipped") else "-",
-                                     "-", "-", "-", r["error"]])
+                                     "-", "-", "-", "-", "-", r["error"]])
                         continue
                     ext = r.get("extrapolated", False)
                     t = r["seconds_est"] if ext else r["seconds"]
@@ -604,11 +663,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                         _fmt_mb(pk, ext), _fmt_ratio(pk / rec_m, ext) if rec_m else "-",
                         "-" if m == "recipe" else _fmt_err(r.get("rel_err_recipe")),
                         _fmt_err(r.get("rel_err")),
+                        f"{ntk_flops(n, width, features) / 1e9:.1f}" if m == "ntk" else "-",
+                        f"{100 * ntk_flops(n, width, features) / 1e9 / t / gflops:.0f}%" if m == "ntk" and gflops else "-",
                         r.get("note", "") + (f" (measured {r['seconds_measured']:.3g} s)" if ext else ""),
                     ])
                     summary[(m, width, n)] = dict(r, time=t, peak=pk)
                 if "error" in ref:
-                    rows.append([str(width), f"{P:,}", str(n), "reference", "-", "-", "-", "-", "-", "-",
+                    rows.append([str(width), f"{P:,}", str(n), "reference", "-", "-", "-", "-", "-", "-", "-", "-",
                                  "float64 reference failed: " + ref["error"]])
                 if os.path.exists(ref_path):
                     os.remove(ref_path)
@@ -663,26 +724,31 @@ def main(argv: Optional[List[str]] = None) -> int:
              f"`{_mf_mode_name(args.in_features)}` products, layer factors cached up to 1 GiB.")
         emit()
         lrows: List[List[str]] = []
-        runs = [("large_dense", args.large_n, args.large_k, "kernel held once (ntk_operator)"),
-                ("large_mf", args.huge_n, args.huge_k, "matrix-free (ntk_operator(matrix_free=True))")]
-        for kind, n, k, label in runs:
+        runs = [("large_dense", args.large_n, args.large_k, "kernel held once (ntk_operator)", args.large_solver)]
+        for solver in [t.strip() for t in args.huge_solvers.split(",") if t.strip()]:
+            runs.append(("large_mf", args.huge_n, args.huge_k,
+                         f"matrix-free (ntk_operator(matrix_free=True)), {solver}", solver))
+        for kind, n, k, label, solver in runs:
             if kind == "large_dense":
                 est = base_guess + 1.15 * n * n * itemsize / 2**20
                 if est > cap_mb:
                     lrows.append([str(n), str(k), label, "-", "-", "-", "-", _fmt_mb(est, True), "-",
                                   f"skipped: needs ~{est / 1024:.1f} GB > cap"])
                     continue
-            r = _run(dict(common, kind=kind, width=1024, n=n, k=k, solver=args.large_solver,
+            r = _run(dict(common, kind=kind, width=1024, n=n, k=k, solver=solver,
                           residuals=not args.no_residuals, progress=True), isolate,
                      max(args.timeout, 3600.0))
             if "error" in r:
                 lrows.append([str(n), str(k), label, "-", "-", "-", "-", "-", "-", r["error"]])
                 continue
+            cert = r.get("residuals_certified")
+            nys = (f"; {r['landmarks']} landmarks, {r['refine_rounds']} Rayleigh-Ritz rounds, max certified "
+                   f"residual / lambda_i {max(cert):.1e}" if cert else "")
             lrows.append([str(n), str(k), label, _fmt_s(r["seconds_kernel"]), _fmt_s(r["seconds_eig"]),
                           _fmt_s(r["seconds"]), str(r.get("n_products", "-")), _fmt_mb(peak_of(r)),
                           _fmt_err(r.get("residual")),
-                          f"lambda_1 = {r['values'][0]:.4g}, lambda_{k} = {r['values'][-1]:.4g}"])
-            summary[(kind, n)] = r
+                          f"lambda_1 = {r['values'][0]:.4g}, lambda_{k} = {r['values'][-1]:.4g}{nys}"])
+            summary[(kind, n, solver)] = r
             print(f"  [done: {kind} N {n}, {time.time() - t_start:.0f} s]", file=sys.stderr, flush=True)
         emit(_markdown(["N", "k", "kernel", "build (s)", "eigen (s)", "total (s)", "products K v",
                         "peak (MiB)", "residual", "note"], lrows))
@@ -717,10 +783,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         r = summary[("large_dense", args.large_n)]
         emit(f"- N={args.large_n}, top {args.large_k}: {r['seconds']:.0f} s (target < 180 s), "
              f"peak {peak_of(r) * 2**20 / 1e9:.2f} GB (target < 4 GB)")
-    if ("large_mf", args.huge_n) in summary:
-        r = summary[("large_mf", args.huge_n)]
-        emit(f"- N={args.huge_n}, top {args.huge_k}, matrix-free: {r['seconds']:.0f} s, "
-             f"peak {peak_of(r) * 2**20 / 1e9:.2f} GB (target < 2 GB)")
+    for solver in ("nystrom", "lanczos"):
+        if ("large_mf", args.huge_n, solver) in summary:
+            r = summary[("large_mf", args.huge_n, solver)]
+            emit(f"- N={args.huge_n}, top {args.huge_k}, matrix-free, {solver}: {r['seconds']:.0f} s "
+                 f"(target <= 60 s), peak {peak_of(r) * 2**20 / 1e9:.2f} GB (target <= 2.5 GB), "
+                 f"max residual {r.get('residual', float('nan')):.1e} (target <= 1e-3)")
+    a, b = summary.get(("large_mf", args.huge_n, "nystrom")), summary.get(("large_mf", args.huge_n, "lanczos"))
+    if a and b:
+        va, vb = np.asarray(a["values"]), np.asarray(b["values"])
+        emit(f"- N={args.huge_n}: Nystrom vs Lanczos eigenvalues, max relative difference "
+             f"{np.abs(va - vb).max() / vb[0]:.1e} (target <= 1e-3)")
+    if ("ntk", 1024, 4000) in summary and gflops:
+        r = summary[("ntk", 1024, 4000)]
+        emit(f"- N=4000, width 1024: structured NTK at {100 * ntk_flops(4000, 1024, features) / 1e9 / r['time'] / gflops:.0f}% "
+             f"of the GEMM rate measured in this run (target >= 70%)")
     emit()
     emit(f"Total {time.time() - t_start:.0f} s; load average at end: {_loadavg()}.")
     try:
@@ -736,7 +813,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _explorer_rows(repeats: int) -> List[List[str]]:
     """Time explorer updates (wall clock) at the default settings and one heavier one."""
     try:
-        from .widgets import KernelExplorer
+        from neuralspec.widgets import KernelExplorer
     except ImportError as err:  # ipywidgets not installed
         return [["-", "0", "-", "-", f"skipped: {err}"]]
     rows = []
@@ -756,7 +833,7 @@ def _mf_mode_name(in_features: int) -> str:
     try:
         import torch
 
-        from .scale import ntk_operator
+        from neuralspec import ntk_operator
 
         model = bench_model(16, features=8, in_features=in_features)
         return ntk_operator(model, torch.rand(4, in_features), matrix_free=True).mode
@@ -766,7 +843,7 @@ def _mf_mode_name(in_features: int) -> str:
 
 def _ntk_method_name(width: int, features: int, in_features: int) -> str:
     try:
-        from .ntk import ntk_method
+        from neuralspec import ntk_method
 
         return str(ntk_method(bench_model(width, features=features, in_features=in_features)))
     except Exception as err:  # pragma: no cover - informative only

@@ -1,0 +1,387 @@
+r"""The infinite-width limit of a torch model, read from the model itself.
+
+:func:`limit_kernels` walks :func:`~neuralspec.layers.network_plan` and
+composes the kernel maps of the layer rules, layer by layer as
+neural-tangents' ``stax`` does, with the init and parameterization each
+layer actually has.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from ._validation import ArrayLike, as_inputs
+from .layers import ActivationOp, ActivationRule, LinearRule, network_plan
+
+__all__ = ["LimitKernels", "limit_kernels"]
+
+
+@dataclass(frozen=True)
+class LimitKernels:
+    r"""The infinite-width kernels of a model (float64 tensors, ``(N, N2)``).
+
+    Attributes
+    ----------
+    ck : torch.Tensor
+        The conjugate kernel: the NNGP kernel of the representation entering
+        the last linear layer (the readout), per unit,
+        :math:`\lim h_L(x)^\top h_L(x') / n` (what
+        :func:`~neuralspec.kernels.conjugate_kernel` measures at width ``n``).
+    ntk : torch.Tensor
+        The limit of :func:`~neuralspec.ntk.ntk` (summed over the outputs, as
+        ``ntk`` does; in the standard parameterization evaluated at the
+        model's own widths).
+    nngp_out : torch.Tensor
+        The NNGP kernel of one output unit, :math:`\sigma_w^2\,\mathrm{CK} + \sigma_b^2`
+        for a linear readout (neural-tangents' ``nngp``).
+    description : str
+        The conventions used, layer by layer.
+    """
+
+    ck: torch.Tensor
+    ntk: torch.Tensor
+    nngp_out: torch.Tensor
+    description: str
+
+
+# ----------------------------------------------------------------------------
+# init of nn.Linear layers
+# ----------------------------------------------------------------------------
+
+def _resolve_init(model: nn.Module, init) -> Tuple[str, Optional[float], Optional[float]]:
+    """``("torch", None, None)`` or ``("gaussian", w_std, b_std)`` for the model's ``nn.Linear`` layers."""
+    if init is None:
+        if getattr(model, "init", None) == "gaussian" and hasattr(model, "w_std") and hasattr(model, "b_std"):
+            return "gaussian", float(model.w_std), float(model.b_std)
+        return "torch", None, None
+    if isinstance(init, str):
+        if init == "torch":
+            return "torch", None, None
+        if init == "gaussian":
+            if hasattr(model, "w_std") and hasattr(model, "b_std"):
+                return "gaussian", float(model.w_std), float(model.b_std)
+            raise ValueError(
+                "init='gaussian' needs the scales: pass init=(w_std, b_std), meaning "
+                "W ~ N(0, w_std^2 / fan_in) and b ~ N(0, b_std^2) in every nn.Linear."
+            )
+        raise ValueError(f"init must be None, 'torch', 'gaussian' or (w_std, b_std); got {init!r}.")
+    if isinstance(init, (tuple, list)) and len(init) == 2:
+        w, b = init
+        for v, n in [(w, "w_std"), (b, "b_std")]:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"init=(w_std, b_std) needs finite numbers >= 0; got {n}={v!r}.")
+        if w == 0:
+            raise ValueError("init=(w_std, b_std) needs w_std > 0.")
+        return "gaussian", float(w), float(b)
+    raise ValueError(f"init must be None, 'torch', 'gaussian' or (w_std, b_std); got {init!r}.")
+
+
+def _check_uniform(op: LinearRule) -> None:
+    """Warn when an nn.Linear assumed to have PyTorch's init clearly has not (weights beyond the bound)."""
+    bound = 1.0 / math.sqrt(op.in_features)
+    w = op.module.weight.detach()
+    if w.numel() and float(w.abs().max()) > 1.1 * bound:
+        warnings.warn(
+            f"layer {op.path or '(model)'} has weights up to {float(w.abs().max()):.3g}, beyond PyTorch's "
+            f"uniform init bound 1/sqrt({op.in_features}) = {bound:.3g}: limit_kernels assumes "
+            "PyTorch's init for nn.Linear; pass init=(w_std, b_std) if the layers are Gaussian.",
+            stacklevel=3,
+        )
+
+
+class _Layer:
+    """Forward variances and NTK gradient factors of one linear layer.
+
+    ``z = ws W (pre h) + bs b``: forward :math:`\\sigma_w^2 = ws^2 pre^2 n_{in} Var(W)`,
+    :math:`\\sigma_b^2 = bs^2 Var(b)`; gradient factors ``gw = ws^2 pre^2 n_in`` (times the
+    per-unit input kernel) and ``gb = bs^2``.
+    """
+
+    def __init__(self, op: LinearRule, first: bool, init: Tuple[str, Optional[float], Optional[float]]):
+        n = op.in_features
+        self.gw = op.ws ** 2 * op.pre ** 2 * n
+        self.gb = op.bs ** 2
+        kind, w_std, b_std = init
+        if op.kind == "ntk":
+            self.init = "gaussian"
+            self.sw2 = op.module.w_std ** 2
+            self.sb2 = op.module.b_std ** 2 if op.has_bias else 0.0
+            self.text = f"NTKLinear {n}->{op.out_features} (NTK parameterization, W_std={op.module.w_std:g}, " \
+                        f"b_std={op.module.b_std:g}{'' if op.has_bias else ', no bias'})"
+        elif kind == "gaussian":
+            self.init = "gaussian"
+            self.sw2 = w_std ** 2
+            self.sb2 = b_std ** 2 if op.has_bias else 0.0
+            self.text = f"Linear {n}->{op.out_features} (standard parameterization, Gaussian init " \
+                        f"W_std={w_std:g}, b_std={b_std:g}{'' if op.has_bias else ', no bias'})"
+        else:
+            self.init = "torch"
+            _check_uniform(op)
+            self.sw2 = 1.0 / 3.0
+            # the bias variance 1/(3 fan_in) stays for the first layer (fan-in d) and
+            # vanishes for the hidden ones (fan-in = a width -> infinity)
+            self.sb2 = (1.0 / (3.0 * n) if first else 0.0) if op.has_bias else 0.0
+            bias = ("sigma_b^2=1/(3*%d)" % n if first else "sigma_b^2=1/(3n)->0") if op.has_bias else "no bias"
+            self.text = f"Linear {n}->{op.out_features} (standard parameterization, PyTorch uniform init " \
+                        f"sigma_w^2=1/3, {bias})"
+        if op.kind == "linear" and not first:
+            self.text += f" [NTK term at width {n}]"
+        self.w_train, self.b_train = op.w_train, op.b_train
+        if not (op.w_train or op.b_train):
+            self.text += " frozen"
+
+
+# ----------------------------------------------------------------------------
+# the walk
+# ----------------------------------------------------------------------------
+
+class _State:
+    """Per-unit kernels of the current representation: K (N, N2), its diagonals, and the NTK."""
+
+    def __init__(self, K, v1, v2, T):
+        self.K, self.v1, self.v2, self.T = K, v1, v2, T
+
+
+def _fourier(op: LinearRule, a: torch.Tensor, b: torch.Tensor, sym: bool) -> _State:
+    """The LFF / RFF layer :math:`\\sin(\\pi W x + b)` with its uniform init, exactly (any d)."""
+    from .analytic import _rff_diag, rff_kernel
+
+    lff = op.owner
+    scale, c = float(lff.scale), float(lff.phase_range)
+    K = rff_kernel(a, b, scale, phase_range=c)
+    v1 = _rff_diag(a, scale, c)
+    v2 = v1 if sym else _rff_diag(b, scale, c)
+    T = torch.zeros_like(K)
+    if op.trainable:
+        # d sin(z)/dW_j = cos(z) pi x_j, d sin(z)/db = cos(z);
+        # E[cos z cos z'] = 1/2 [prod sinc(a (x - x')) + sin(2c)/(2c) prod sinc(a (x + x'))]
+        s = scale / a.shape[1]
+        ecc = 0.5 * (torch.sinc(s * (a[:, None] - b[None])).prod(-1)
+                     + math.sin(2 * c) / (2 * c) * torch.sinc(s * (a[:, None] + b[None])).prod(-1))
+        T = ecc * ((math.pi ** 2) * (a @ b.T) * float(op.w_train) + float(op.b_train))
+    return _State(K, v1, v2, T)
+
+
+def _exact_first(op: LinearRule, rule: ActivationRule, lay: _Layer, a, b, sym: bool) -> _State:
+    """PyTorch-uniform first layer (d <= 2, with bias) and an activation alpha u + beta relu(u) or step."""
+    from .analytic import _uniform_var, uniform_relu_expectations
+
+    d = a.shape[1]
+    m = uniform_relu_expectations(a, None if sym else b)   # E[relu relu], E[step step], exactly
+    R, S = m.relu, m.step
+    r1 = _uniform_var(a)                                   # E[relu(z)^2]
+    r2 = r1 if sym else _uniform_var(b)
+    ezz = (a @ b.T + 1.0) / (3.0 * d)                      # E[z z']
+    ez1 = ((a * a).sum(1) + 1.0) / (3.0 * d)
+    ez2 = ez1 if sym else ((b * b).sum(1) + 1.0) / (3.0 * d)
+    if rule.step:
+        K, Kd = S, torch.zeros_like(S)
+        v1, v2 = torch.full_like(ez1, 0.5), torch.full_like(ez2, 0.5)
+    else:
+        al, be = rule.linear_relu
+        c = al * al + al * be
+        K, Kd = c * ezz + be * be * R, c + be * be * S
+        v1, v2 = c * ez1 + be * be * r1, c * ez2 + be * be * r2
+    base = lay.gw * (a @ b.T) / d * float(lay.w_train) + lay.gb * float(lay.b_train)
+    return _State(K, v1, v2, base * Kd)
+
+
+def _as_pair(x, x2, d: int):
+    dtype = None if isinstance(x, torch.Tensor) else torch.float64
+    xt = as_inputs(x, "x", in_features=d, dtype=dtype)
+    if x2 is None:
+        return xt, None
+    dtype2 = None if isinstance(x2, torch.Tensor) else torch.float64
+    x2t = as_inputs(x2, "x2", in_features=d, dtype=dtype2)
+    return xt, x2t
+
+
+def _path(op) -> str:
+    return op.path or "(model)"
+
+
+def limit_kernels(
+    model: nn.Module,
+    x: ArrayLike,
+    x2: Optional[ArrayLike] = None,
+    *,
+    init: Union[None, str, Tuple[float, float]] = None,
+) -> LimitKernels:
+    r"""The infinite-width CK and NTK of *this* model: layers, activations, biases, widths and init read from it.
+
+    The model's layer rules (:func:`~neuralspec.layers.network_plan`) are
+    composed as in neural-tangents' ``stax``. With :math:`K` the per-unit
+    kernel of the current representation (:math:`x^\top x'/d` for the input)
+    and :math:`\Theta` its per-unit NTK (0 for the input), a linear layer
+    :math:`z = s_w W (p\,h) + s_b b` maps
+
+    .. math::
+
+        \Sigma \leftarrow \sigma_w^2 K + \sigma_b^2, \qquad
+        \Theta \leftarrow g_w K + g_b + \sigma_w^2 \Theta,
+
+    with the forward variances :math:`\sigma_w^2 = s_w^2 p^2 n_\text{in}\,\mathrm{Var}(W_{ij})`,
+    :math:`\sigma_b^2 = s_b^2\,\mathrm{Var}(b_i)` and the gradient factors
+    :math:`g_w = s_w^2 p^2 n_\text{in}`, :math:`g_b = s_b^2` (dropped for a
+    frozen weight or bias), and an activation maps
+
+    .. math::
+
+        K \leftarrow \mathbb E[\phi(u)\phi(v)], \qquad \Theta \leftarrow \Theta\,
+        \mathbb E[\phi'(u)\phi'(v)], \qquad (u, v) \sim \mathcal N(0, \Sigma)
+
+    (the rule's kernel map: closed form or quadrature, see
+    :mod:`neuralspec.layers`).
+
+    * :class:`~neuralspec.NTKLinear` (NTK parameterization):
+      :math:`\sigma_w^2 = g_w = W_\text{std}^2`, :math:`\sigma_b^2 = g_b = b_\text{std}^2`.
+      **neural-tangents:** with ``stax.Dense(W_std, b_std, parameterization="ntk")``
+      and the same activations, ``kernel_fn(x, x2).ntk`` equals ``ntk``
+      here (one output), and ``kernel_fn(x, x2).nngp`` equals ``nngp_out``
+      :math:`= W_\text{std}^2\,\mathrm{CK} + b_\text{std}^2`; stax's input
+      kernel is also :math:`x^\top x'/d`.
+    * ``nn.Linear`` (standard parameterization, :math:`g_w = n_\text{in}`,
+      :math:`g_b = 1`): PyTorch's default init unless ``init`` says otherwise,
+      :math:`W, b \sim U(\pm 1/\sqrt{n_\text{in}})`, so :math:`\sigma_w^2 = 1/3`
+      and :math:`\sigma_b^2 = 1/(3 n_\text{in})`, which is :math:`1/(3d)` for
+      the first layer and vanishes for the hidden ones (:math:`n_\text{in}`
+      a width :math:`\to\infty`). The NTK grows linearly with the widths
+      and is evaluated at the model's own widths (as
+      :func:`~neuralspec.analytic.mlp_kernels` does). The first layer's
+      pre-activations are a sum of ``d + 1`` uniforms, not Gaussian: for
+      ``d <= 2``, a bias, and an activation :math:`\alpha u + \beta\,\mathrm{relu}(u)`
+      (relu, leaky_relu, abs, identity) or the step, they are integrated
+      exactly (:func:`~neuralspec.analytic.uniform_relu_expectations`);
+      otherwise the Gaussian with the matched covariance is used (the CLT,
+      exact as ``d`` grows; the description says so).
+    * :class:`~neuralspec.LFF` / :class:`~neuralspec.RFF` (first layer):
+      :func:`~neuralspec.analytic.rff_kernel` exactly; a trainable ``LFF``
+      adds :math:`\mathbb E[\cos z \cos z'](\pi^2 x^\top x' + 1)` to the NTK.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A stack of layers with rules (:func:`~neuralspec.layers.network_plan`).
+    x, x2 : (N, d) and (N2, d) tensor or array
+        Inputs; ``x2`` defaults to ``x`` (the symmetric kernels).
+    init : None, "torch", "gaussian" or (w_std, b_std)
+        The init of the ``nn.Linear`` layers: default PyTorch's (or, for an
+        :class:`~neuralspec.MLP` built with ``init="gaussian"``, its
+        ``w_std``, ``b_std``); ``(w_std, b_std)`` means
+        :math:`W \sim \mathcal N(0, w_\text{std}^2/n_\text{in})`,
+        :math:`b \sim \mathcal N(0, b_\text{std}^2)`. ``NTKLinear`` layers
+        always use their own Gaussian init.
+
+    Returns
+    -------
+    LimitKernels
+        ``(ck, ntk, nngp_out, description)``, float64, on ``x``'s device.
+
+    Raises
+    ------
+    ValueError
+        A module without a layer rule (naming its path and type); ``x`` /
+        ``x2`` not 2-D, empty, non-finite, or with the wrong number of
+        features; a bad ``init``.
+
+    Examples
+    --------
+    >>> import neuralspec as ns
+    >>> x = ns.circle_grid(64)
+    >>> lim = ns.limit_kernels(ns.MLP(2, 1024, 2, 1, "erf"), x)
+    >>> lim.ck.shape, lim.ntk.shape
+    (torch.Size([64, 64]), torch.Size([64, 64]))
+    """
+    ops = network_plan(model)
+    first_lin = next(op for op in ops if isinstance(op, LinearRule))
+    d = first_lin.in_features
+    xt, x2t = _as_pair(x, x2, d)
+    device = xt.device
+    a = xt.detach().to("cpu", torch.float64)
+    sym = x2t is None
+    b = a if sym else x2t.detach().to("cpu", torch.float64)
+    lin_init = _resolve_init(model, init)
+
+    st = _State(a @ b.T / d, (a * a).sum(1) / d, (b * b).sum(1) / d, torch.zeros(len(a), len(b), dtype=torch.float64))
+    at_input = True       # the representation is the (deterministic) input
+    gaussian = False      # the representation is a Gaussian pre-activation
+    ck: Optional[torch.Tensor] = None
+    n_out = d
+    notes: List[str] = []
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        nxt = ops[i + 1] if i + 1 < len(ops) else None
+        if isinstance(op, LinearRule):
+            ck = st.K
+            n_out = op.out_features
+            if op.kind == "fourier":
+                if not at_input:
+                    raise ValueError(
+                        f"module {_path(op)} ({type(op.owner).__name__}): Fourier features have a layer rule "
+                        "as the first layer only (their input must be x)."
+                    )
+                st = _fourier(op, a, b, sym)
+                notes.append(f"{op.path.rsplit('.', 1)[0] or '(model)'}: {type(op.owner).__name__} "
+                             f"sin(pi W x + b), W ~ U(+-{op.owner.scale:g}/{d}), b ~ U(+-{op.owner.phase_range:g}) "
+                             f"exactly{'' if op.trainable else ' (frozen)'}")
+                at_input, gaussian = False, False
+                i += 2
+                continue
+            lay = _Layer(op, at_input, lin_init)
+            exact = (at_input and lay.init == "torch" and isinstance(nxt, ActivationOp) and d <= 2
+                     and op.has_bias and (nxt.rule.linear_relu is not None or nxt.rule.step))
+            if exact:
+                st = _exact_first(op, nxt.rule, lay, a, b, sym)
+                notes.append(f"{_path(op)}: {lay.text}; {_path(nxt)}: {nxt.rule.name}, exact over the "
+                             "uniform weights (non-Gaussian first layer)")
+                at_input, gaussian = False, False
+                i += 2
+                continue
+            if (at_input and lay.init == "torch" and isinstance(nxt, ActivationOp)
+                    and nxt.rule.linear_relu != (1.0, 0.0)):
+                lay.text += f" (Gaussian/CLT approximation of the first layer's sum of {d + 1} uniforms)"
+            T = st.T * lay.sw2
+            if lay.w_train:
+                T = T + lay.gw * st.K
+            if lay.b_train:
+                T = T + lay.gb
+            st = _State(lay.sw2 * st.K + lay.sb2, lay.sw2 * st.v1 + lay.sb2, lay.sw2 * st.v2 + lay.sb2, T)
+            notes.append(f"{_path(op)}: {lay.text}")
+            at_input, gaussian = False, True
+            i += 1
+            continue
+        # activation
+        rule = op.rule
+        if at_input:
+            fa = rule(a)
+            fb = fa if sym else rule(b)
+            st = _State(fa @ fb.T / d, (fa * fa).sum(1) / d, (fb * fb).sum(1) / d, st.T)
+            notes.append(f"{_path(op)}: {rule.name} on the input (deterministic)")
+        elif not gaussian and rule.linear_relu != (1.0, 0.0):
+            raise ValueError(
+                f"module {_path(op)} ({type(op.source).__name__ if op.source is not None else rule.name}) "
+                "follows another activation: the layer rules need a linear layer before each activation "
+                "(its input must be a Gaussian pre-activation)."
+            )
+        else:
+            K, Kd = rule.kernel_matrix(st.K, st.v1, st.v2, sym)
+            v1 = rule.diagonal(st.v1)[0]
+            v2 = v1 if sym else rule.diagonal(st.v2)[0]
+            st = _State(K, v1, v2, st.T * Kd)
+            notes.append(f"{_path(op)}: {rule.name} ({rule.method})")
+            gaussian = gaussian and rule.linear_relu == (1.0, 0.0)
+        i += 1
+    if ck is None:  # pragma: no cover - network_plan guarantees a linear layer
+        raise ValueError("the model has no linear layer")
+    head = ("infinite-width limit; per-unit kernels (CK = lim h.h'/n of the readout's input, "
+            f"NTK summed over {n_out} output{'s' if n_out > 1 else ''}; standard-parameterization "
+            "NTK at the model's widths)")
+    conv = dict(dtype=torch.float64, device=device)
+    return LimitKernels(ck.to(**conv), (n_out * st.T).to(**conv), st.K.to(**conv),
+                        head + ": " + "; ".join(notes))

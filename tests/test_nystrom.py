@@ -1,0 +1,98 @@
+"""Nyström top eigenpairs: known spectra, certification by residuals, bad inputs."""
+import numpy as np
+import pytest
+import torch
+
+import neuralspec as ns
+from neuralspec.nystrom import eigenpair_residuals, kernel_columns, nystrom_eigenpairs
+from neuralspec.scale import DenseKernelOperator
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with ns.torch_threads(1):
+        yield
+
+
+def known_spectrum(n=600, decay=1.5, seed=0):
+    """K = U diag(lam) U^T with a random orthogonal U and lam_i = i^-decay."""
+    g = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(g.standard_normal((n, n)))
+    lam = np.arange(1, n + 1, dtype=float) ** -decay
+    return (U * lam) @ U.T, lam, U
+
+
+def test_nystrom_recovers_a_known_spectrum():
+    K, lam, U = known_spectrum()
+    vals, vecs, info = ns.top_eigenpairs(torch.from_numpy(K), 8, method="nystrom", landmarks=300,
+                                         tol=1e-8, refine=30, return_info=True)
+    np.testing.assert_allclose(vals.numpy(), lam[:8], rtol=1e-7)
+    overlap = np.abs(np.sum(vecs.numpy() * U[:, :8], axis=0))
+    assert overlap.min() > 1 - 1e-6
+    assert info["converged"] and info["residuals"].max() <= 1e-8
+    assert info["column_blocks"] == 1 and info["landmarks"] == 300
+    assert info["exact_products"] == info["n_products"] > 0
+
+
+def test_nystrom_subspace_alone_is_good_for_a_fast_decaying_spectrum():
+    K, lam, _ = known_spectrum(decay=4.0)
+    op = DenseKernelOperator(torch.from_numpy(K))
+    vals, vecs, info = nystrom_eigenpairs(op, 5, landmarks=200, refine=0, tol=1e-3)
+    # Nyström's own estimates and the one Rayleigh-Ritz step are both close
+    np.testing.assert_allclose(info["nystrom_eigenvalues"], lam[:5], rtol=5e-2)
+    np.testing.assert_allclose(vals, lam[:5], rtol=1e-6)
+    assert info["refine_rounds"] == 1 and info["exact_products"] == info["subspace"]
+
+
+def test_nystrom_matches_lanczos_on_an_ntk_operator():
+    ns.set_seed(0)
+    model = ns.MLP(2, 64, 2, 1).double()
+    x = torch.randn(400, 2, dtype=torch.float64)
+    op = ns.ntk_operator(model, x, matrix_free=True)
+    a = ns.top_eigenpairs(op, 5, method="nystrom", landmarks=120, tol=1e-9, refine=50)
+    b = ns.top_eigenpairs(ns.ntk(model, x), 5)
+    torch.testing.assert_close(a[0], b[0], rtol=1e-8, atol=0)
+    assert (a[1] * b[1]).sum(0).abs().min() > 1 - 1e-6
+
+
+def test_kernel_columns_of_each_operator():
+    ns.set_seed(1)
+    model = ns.MLP(2, 32, 1, 1).double()
+    x = torch.randn(50, 2, dtype=torch.float64)
+    K = ns.ntk(model, x)
+    idx = torch.tensor([3, 7, 20])
+    for op in (ns.ntk_operator(model, x), ns.ntk_operator(model, x, matrix_free=True),
+               ns.kernel_operator(lambda a, b: ns.ntk(model, a, b), x, cache=False)):
+        torch.testing.assert_close(kernel_columns(op, idx), K[:, idx], rtol=1e-10, atol=1e-12)
+
+
+def test_residuals_certify_and_catch_a_wrong_pair():
+    K, lam, U = known_spectrum(n=200)
+    good = eigenpair_residuals(K, lam[:3], U[:, :3])
+    assert good.max() < 1e-10
+    wrong_value = eigenpair_residuals(K, lam[:3] * np.array([1, 1.1, 1]), U[:, :3])
+    assert wrong_value[1] > 0.05 and wrong_value[[0, 2]].max() < 1e-10
+    swapped = U[:, [0, 5, 2]]
+    assert eigenpair_residuals(K, lam[:3], swapped)[1] > 0.5
+    with pytest.raises(ValueError, match="shape"):
+        eigenpair_residuals(K, lam[:3], U[:, :2])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"k": 200}, "k must be"),
+    ({"k": 3, "landmarks": 500}, "landmarks"),
+    ({"k": 3, "landmarks": 0}, "landmarks"),
+    ({"k": 3, "landmarks": -4}, "landmarks"),
+    ({"k": 3, "landmarks": 3}, "landmarks"),
+    ({"k": 3, "refine": -1}, "refine"),
+])
+def test_bad_inputs_name_the_argument(kwargs, match):
+    K, _, _ = known_spectrum(n=200)
+    with pytest.raises(ValueError, match=match):
+        ns.top_eigenpairs(K, method="nystrom", **kwargs)
+
+
+def test_landmarks_only_with_nystrom():
+    K, _, _ = known_spectrum(n=100)
+    with pytest.raises(ValueError, match="landmarks applies"):
+        ns.top_eigenpairs(K, 3, landmarks=50)
