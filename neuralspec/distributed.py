@@ -12,7 +12,7 @@ so each product communicates one all-reduce of :math:`P b` numbers (for the
 structured NTK: the per-layer sums :math:`M_l = \Delta_l^\top \operatorname{diag}(v)
 H_l`, also :math:`P b` numbers) plus an all-gather of the :math:`N b` result rows,
 so that every process holds the whole product and can run the same eigensolver
-(SciPy's Lanczos, LOBPCG or the Nyström method of :func:`~neuralspec.top_eigenpairs`,
+(SciPy's Lanczos, LOBPCG or the Nyström method of :func:`~neuralspec.scale.top_eigenpairs`,
 seeded identically) in lockstep. No communication code of our own: one
 ``all_reduce`` and one ``all_gather`` per product, on any backend (gloo on
 CPUs, NCCL on GPUs).

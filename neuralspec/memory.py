@@ -5,16 +5,15 @@ functions that form one hold a little more than that at their peak. Measured on
 a 2-core CPU (peak resident memory over one :math:`N \times N` matrix in the
 kernel's dtype):
 
-========================================  ======
-function                                   peak
-========================================  ======
-:func:`~neuralspec.feature_kernel`         1.1
-:func:`~neuralspec.conjugate_kernel`       1.1
-:func:`~neuralspec.ntk`                    1.6
-:func:`~neuralspec.ntk_by_layer`           1 per layer, + 0.6
-:func:`~neuralspec.eigh`                   4.1 (``torch.linalg.eigh`` alone: 3.2)
-:func:`~neuralspec.analytic.rff_kernel`    5 (float64)
-========================================  ======
+
+- :func:`~neuralspec.kernels.feature_kernel`, :func:`~neuralspec.kernels.conjugate_kernel`: 1.1
+- :func:`~neuralspec.ntk.ntk`: 1.6
+- :func:`~neuralspec.ntk.ntk_by_layer`: one matrix per layer, plus 0.6
+- :func:`~neuralspec.spectrum.eigh`: 4.1 (``torch.linalg.eigh`` alone: 3.2)
+- :func:`~neuralspec.analytic.rff_kernel`: 5 (float64)
+
+These are the peaks measured when the guard was specified (issue 17); the guard uses
+them, rounded up, as its estimates (:data:`PEAK_FACTORS`).
 
 Past the memory available (the system's ``MemAvailable``, capped by a cgroup
 limit; on CUDA the device's free memory), these functions raise

@@ -26,7 +26,7 @@ product (a certificate, not an estimate); iteration stops when the top
 
 For the NTK, the column block costs :math:`N m \sum_l 2(\text{in}_l +
 \text{out}_l)` flops with the structured formula
-(:func:`~neuralspec.ntk`), far less per column than an exact product
+(:func:`~neuralspec.ntk.ntk`), far less per column than an exact product
 (:math:`4P` flops per point), so the whole subspace costs about as much as a
 few exact products.
 """
@@ -46,7 +46,7 @@ def kernel_columns(op, idx: torch.Tensor) -> torch.Tensor:
 
     Held kernels are sliced; a block operator calls its kernel function on
     ``(x, x[idx])``; a matrix-free NTK computes the cross kernel
-    :math:`\\Theta(X, X_L)` with :func:`~neuralspec.ntk` (structured when the
+    :math:`\\Theta(X, X_L)` with :func:`~neuralspec.ntk.ntk` (structured when the
     model qualifies); any other operator multiplies indicator vectors
     (``len(idx)`` exact products).
     """
