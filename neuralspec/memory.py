@@ -13,7 +13,7 @@ kernel's dtype):
 - :func:`~neuralspec.analytic.rff_kernel`: 5 (float64)
 
 These are the peaks measured when the guard was specified (issue 17); the guard uses
-them, rounded up, as its estimates (:data:`PEAK_FACTORS`).
+them, rounded up, as its estimates (``PEAK_FACTORS``).
 
 Past the memory available (the system's ``MemAvailable``, capped by a cgroup
 limit; on CUDA the device's free memory), these functions raise
