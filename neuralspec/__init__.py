@@ -5,7 +5,7 @@ random Fourier features and MLPs, their feature Gram matrices, conjugate
 kernels (CK) and neural tangent kernels (NTK), the spectra of those kernels,
 and what the spectra predict about training.
 """
-from . import analytic
+from . import analytic, memory
 from .kernels import conjugate_kernel, feature_kernel, readout_features
 from .models import LFF, MLP, RFF, RFFMLP, Erf, NTKLinear, Sine, get_activation
 from .layers import (ACTIVATION_RULES, ActivationOp, ActivationRule, LinearRule, activation_rule, network_plan,
@@ -21,6 +21,9 @@ from .data import (PowerLawFit, circle_data, circle_grid, circle_spectrum, fit_p
                    fourier_modes, frequency_amplitudes, gratings, sine_data, sum_of_sines)
 from .training import (TrainResult, check_learning_rate, mse_loss, ntk_lambda_max, predict_residuals,
                        project_residuals, stability_limit, time_to_learn, train)
+
+from .memory import KernelTooLargeError
+from .nystrom import eigenpair_residuals
 
 __version__ = "0.1.0"
 
@@ -43,7 +46,9 @@ __all__ = [
     "ntk", "ntk_by_layer", "ntk_method",
     # large spectra and matrix-free NTK
     "top_eigenpairs", "kernel_operator", "ntk_operator", "ntk_matvec", "KernelOperator",
-    "DenseKernelOperator", "BlockKernelOperator", "MatrixFreeNTKOperator",
+    "DenseKernelOperator", "BlockKernelOperator", "MatrixFreeNTKOperator", "eigenpair_residuals",
+    # memory guard
+    "memory", "KernelTooLargeError",
     # training and spectral bias
     "train", "TrainResult", "mse_loss", "ntk_lambda_max", "stability_limit", "check_learning_rate",
     "project_residuals", "predict_residuals", "time_to_learn",

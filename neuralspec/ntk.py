@@ -77,6 +77,7 @@ from torch import nn
 
 from ._validation import check_independent_samples, check_outputs
 from ._validation import ArrayLike, as_inputs, check_finite, trainable_parameters
+from .memory import check_kernel_memory
 from .layers import (_ActOp, _LinearOp, _elementwise_types, _structured_plan,  # noqa: F401  (one plan)
                      _value_and_derivative)
 
@@ -517,6 +518,8 @@ def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
         c = chunk_size or max(1, min(_DEFAULT_CHUNK, _JACOBIAN_BUDGET // max(1, 2 * O * P * itemsize)))
         per_entry = 2.0 * O * P
     shape = (n1, n2, O, O) if full else (n1, n2)
+    check_kernel_memory(n1 * (O if full else 1), n2 * (O if full else 1), dtype, device,
+                        "ntk" if group is None else "ntk_by_layer", extra_matrices=0 if group is None else len(keys))
     out = {k: torch.zeros(shape, dtype=dtype, device=device) for k in keys}
 
     def add(block: Dict[str, torch.Tensor], r, s):
