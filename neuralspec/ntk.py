@@ -476,6 +476,8 @@ def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
     xb = xt if symmetric else x2t
     n1, n2 = xt.shape[0], xb.shape[0]
     dtype, device = xt.dtype, xt.device
+    check_kernel_memory(n1, n2, dtype, device, "ntk" if group is None else "ntk_by_layer",  # before any pass
+                        extra_matrices=0 if group is None else len({_group_key(n, group) for n, _ in params}))
 
     ops = None
     if method in ("auto", "structured"):
@@ -518,8 +520,9 @@ def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
         c = chunk_size or max(1, min(_DEFAULT_CHUNK, _JACOBIAN_BUDGET // max(1, 2 * O * P * itemsize)))
         per_entry = 2.0 * O * P
     shape = (n1, n2, O, O) if full else (n1, n2)
-    check_kernel_memory(n1 * (O if full else 1), n2 * (O if full else 1), dtype, device,
-                        "ntk" if group is None else "ntk_by_layer", extra_matrices=0 if group is None else len(keys))
+    if full:  # O x O blocks: known only now
+        check_kernel_memory(n1 * O, n2 * O, dtype, device, "ntk" if group is None else "ntk_by_layer",
+                            extra_matrices=0 if group is None else len(keys))
     out = {k: torch.zeros(shape, dtype=dtype, device=device) for k in keys}
 
     def add(block: Dict[str, torch.Tensor], r, s):
