@@ -5,7 +5,7 @@ random Fourier features and MLPs, their feature Gram matrices, conjugate
 kernels (CK) and neural tangent kernels (NTK), the spectra of those kernels,
 and what the spectra predict about training.
 """
-from . import analytic
+from . import analytic, memory
 from .kernels import conjugate_kernel, feature_kernel, readout_features
 from .models import LFF, MLP, RFF, RFFMLP, Erf, NTKLinear, Sine, get_activation
 from .models import ScaledLinear, mup_layer
@@ -27,6 +27,8 @@ from .sphere import (CosineKernel, SphereSpectrum, gegenbauer, limit_kernel_of_c
 from .learning import LearningCurve, kernel_regression, learning_curve, target_power
 
 from .motion import OutputScaled, kernel_alignment, relative_kernel_change, train_to_loss
+from .memory import KernelTooLargeError
+from .nystrom import eigenpair_residuals
 
 try:  # the version is declared once, in pyproject.toml
     from importlib.metadata import PackageNotFoundError, version as _version
@@ -54,7 +56,9 @@ __all__ = [
     "ntk", "ntk_by_layer", "ntk_method",
     # large spectra and matrix-free NTK
     "top_eigenpairs", "kernel_operator", "ntk_operator", "ntk_matvec", "KernelOperator",
-    "DenseKernelOperator", "BlockKernelOperator", "MatrixFreeNTKOperator",
+    "DenseKernelOperator", "BlockKernelOperator", "MatrixFreeNTKOperator", "eigenpair_residuals",
+    # memory guard
+    "memory", "KernelTooLargeError",
     # training and spectral bias
     "train", "TrainResult", "mse_loss", "ntk_lambda_max", "stability_limit", "check_learning_rate",
     "project_residuals", "predict_residuals", "time_to_learn",

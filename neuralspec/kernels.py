@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ._validation import ArrayLike, as_inputs, check_finite, check_independent_samples
+from .memory import check_kernel_memory
 
 __all__ = ["feature_kernel", "conjugate_kernel", "readout_features"]
 
@@ -110,6 +111,7 @@ def feature_kernel(
             f"the two feature matrices must have the same number of features and dtype; got "
             f"{tuple(phi.shape)} {phi.dtype} and {tuple(phi2.shape)} {phi2.dtype}."
         )
+    check_kernel_memory(phi.shape[0], phi2.shape[0], phi.dtype, phi.device, "feature_kernel")
     K = phi @ phi2.T
     if normalize:
         K = K / phi.shape[1]
@@ -180,4 +182,5 @@ def conjugate_kernel(
     # the inputs must fit the whole model (its readout included), not only the layers before it
     xt = as_inputs(x, "x", model=model)
     x2t = None if x2 is None else as_inputs(x2, "x2", model=model)
+    check_kernel_memory(xt.shape[0], None if x2t is None else x2t.shape[0], xt.dtype, xt.device, "conjugate_kernel")
     return feature_kernel(fmap, xt, x2t, normalize=True)

@@ -77,6 +77,7 @@ from torch import nn
 
 from ._validation import check_independent_samples, check_outputs
 from ._validation import ArrayLike, as_inputs, check_finite, trainable_parameters
+from .memory import check_kernel_memory
 from .layers import (_ActOp, _LinearOp, _elementwise_types, _structured_plan,  # noqa: F401  (one plan)
                      _value_and_derivative)
 
@@ -475,6 +476,8 @@ def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
     xb = xt if symmetric else x2t
     n1, n2 = xt.shape[0], xb.shape[0]
     dtype, device = xt.dtype, xt.device
+    check_kernel_memory(n1, n2, dtype, device, "ntk" if group is None else "ntk_by_layer",  # before any pass
+                        extra_matrices=0 if group is None else len({_group_key(n, group) for n, _ in params}))
 
     ops = None
     if method in ("auto", "structured"):
@@ -517,6 +520,9 @@ def _compute(model: nn.Module, x, x2, method: str, chunk_size: Optional[int],
         c = chunk_size or max(1, min(_DEFAULT_CHUNK, _JACOBIAN_BUDGET // max(1, 2 * O * P * itemsize)))
         per_entry = 2.0 * O * P
     shape = (n1, n2, O, O) if full else (n1, n2)
+    if full:  # O x O blocks: known only now
+        check_kernel_memory(n1 * O, n2 * O, dtype, device, "ntk" if group is None else "ntk_by_layer",
+                            extra_matrices=0 if group is None else len(keys))
     out = {k: torch.zeros(shape, dtype=dtype, device=device) for k in keys}
 
     def add(block: Dict[str, torch.Tensor], r, s):

@@ -52,6 +52,7 @@ from torch import nn
 from ._validation import (ArrayLike, as_inputs, check_finite, check_independent_samples, check_positive_int,
                           model_dtype_device, trainable_parameters)
 from .ntk import _blocks
+from .memory import check_kernel_memory
 
 __all__ = [
     "KernelOperator",
@@ -600,6 +601,7 @@ def kernel_operator(
     bs = block_size or _default_block(n, dtype)
     if not cache:
         return BlockKernelOperator(kernel_fn, xt, bs, dtype, device)
+    check_kernel_memory(n, n, dtype, device, "kernel_operator")
     K = torch.empty(n, n, dtype=dtype, device=device)
     blocks = _blocks(n, bs)
     show = (n >= _PROGRESS_N) if progress is None else bool(progress)

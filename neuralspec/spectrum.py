@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ._validation import ArrayLike, as_real_array, check_finite, check_square_symmetric
+from .memory import check_kernel_memory
 
 __all__ = [
     "eigh",
@@ -81,6 +82,8 @@ def eigh(K: ArrayLike, k: Optional[int] = None):
         Column ``i`` pairs with ``eigenvalues[i]``; same type, dtype and device as ``K``.
     """
     Kt, was_np = _to_tensor(K)
+    if Kt.dim() == 2:
+        check_kernel_memory(Kt.shape[0], Kt.shape[1], Kt.dtype, Kt.device, "eigh")
     Kt = check_square_symmetric(Kt)
     evals, evecs = torch.linalg.eigh(Kt)
     evals, evecs = evals.flip(0), evecs.flip(1)
