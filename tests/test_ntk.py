@@ -345,8 +345,13 @@ def test_non_finite_outputs_raise():
         ns.ntk(big, _inputs(3, dtype=torch.float64), x2)
 
 
-def test_progress_bar(capsys):
+def test_progress_bar(capsys, monkeypatch):
+    import neuralspec.utils
+
     model = ns.MLP(2, 8, 1, 1)
+    ns.ntk(model, _inputs(40), chunk_size=10, progress=True)
+    assert "ntk" not in capsys.readouterr().err  # shorter than PROGRESS_DELAY: no bar even when asked
+    monkeypatch.setattr(neuralspec.utils, "PROGRESS_DELAY", 0.0)
     ns.ntk(model, _inputs(40), chunk_size=10, progress=True)
     assert "ntk (structured)" in capsys.readouterr().err
     ns.ntk(model, _inputs(40), chunk_size=10)  # small job: no bar by default
