@@ -373,7 +373,7 @@ class ActivationRule:
         r"""The kernel map on an ``(N, N2)`` covariance ``S`` with variances ``v1`` (N,), ``v2`` (N2,).
 
         Also returns nothing else: for ``symmetric`` (``x2`` is ``x``), the
-        diagonal is set from :meth:`diagonal` (exact for the closed forms,
+        diagonal is set from :meth:`ActivationRule.diagonal` (exact for the closed forms,
         free of the round-off of the off-diagonal formulas at correlation 1).
         """
         K, Kd = self.kernel(v1[:, None], S, v2[None, :])
