@@ -215,11 +215,68 @@ _PAIR_BATCH_2D = 64
 _PAIR_BATCH_1D = 8192
 
 
+def _batched(fn: KernelFn, vals: torch.Tensor, batch: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    K = torch.empty(len(vals), dtype=torch.float64, device=vals.device)
+    Kd = torch.empty_like(K)
+    for a in range(0, len(vals), batch):
+        v = vals[a:a + batch]
+        K[a:a + batch], Kd[a:a + batch] = fn(v[:, 0], v[:, 1], v[:, 2])
+    return K, Kd
+
+
+# A group of at least _GROUP covariance triples with the same two variances (points of equal
+# norm: a sphere) is evaluated at _CHEB Chebyshev points in the angle theta (rho = cos theta),
+# interpolated, and the interpolant is checked against direct evaluation at _CHECK members.
+_GROUP, _CHEB, _CHECK, _CHEB_TOL = 256, 97, 12, 1e-10
+
+
+def _cheb_group(fn: KernelFn, s11: float, s22: float, s12: torch.Tensor, batch: int):
+    """``fn`` on ``(s11, s12[k], s22)`` by Chebyshev interpolation in theta; ``None`` if the check fails."""
+    norm = math.sqrt(s11 * s22)
+    if norm <= 0:
+        return None
+    j = torch.arange(_CHEB, dtype=torch.float64)
+    th = 0.5 * math.pi * (1 - torch.cos(math.pi * j / (_CHEB - 1)))   # Chebyshev-Lobatto on [0, pi]
+    nodes = torch.stack([torch.full_like(th, s11), norm * torch.cos(th), torch.full_like(th, s22)], 1)
+    Kn, Kdn = _batched(fn, nodes, batch)
+    wts = torch.where(j % 2 == 0, 1.0, -1.0).to(torch.float64)
+    wts[0] *= 0.5
+    wts[-1] *= 0.5
+    tq = torch.arccos((s12 / norm).clamp(-1.0, 1.0))
+
+    def interp(t):
+        diff = t[:, None] - th[None, :]
+        exact = diff == 0
+        diff = torch.where(exact, torch.ones_like(diff), diff)
+        c = wts / diff
+        out = [(c * f).sum(1) / c.sum(1) for f in (Kn, Kdn)]
+        hit = exact.any(1)
+        if bool(hit.any()):
+            idx = exact.float().argmax(1)
+            out = [torch.where(hit, f[idx], o) for f, o in zip((Kn, Kdn), out)]
+        return out
+
+    Ki, Kdi = interp(tq)
+    pick = torch.linspace(0, len(s12) - 1, _CHECK).round().long()
+    order = torch.argsort(tq)
+    chk = order[pick]
+    Kc, Kdc = _batched(fn, torch.stack([torch.full((len(chk),), s11, dtype=torch.float64), s12[chk],
+                                        torch.full((len(chk),), s22, dtype=torch.float64)], 1), batch)
+    ok = ((Ki[chk] - Kc).abs().max() <= _CHEB_TOL * Kn.abs().max()
+          and (Kdi[chk] - Kdc).abs().max() <= _CHEB_TOL * Kdn.abs().max().clamp_min(1e-300))
+    if not bool(ok):
+        return None
+    Ki[chk], Kdi[chk] = Kc, Kdc
+    return Ki, Kdi
+
+
 def _dedup_apply(fn: KernelFn, s11, s12, s22, batch: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Apply a costly elementwise kernel map once per distinct covariance triple, in batches.
 
     Triples are compared after rounding to 1e-12 of the largest variance (on a
-    circle or sphere grid most pairs repeat), far below the quadrature error.
+    circle grid most pairs repeat), far below the quadrature error. Large groups
+    of triples sharing both variances (points of equal norm, such as a sphere) are
+    interpolated in the angle and checked (:func:`_cheb_group`).
     """
     shape = torch.broadcast_shapes(s11.shape, s12.shape, s22.shape)
     trip = torch.stack([s11.expand(shape), s12.expand(shape), s22.expand(shape)], -1).reshape(-1, 3)
@@ -230,9 +287,18 @@ def _dedup_apply(fn: KernelFn, s11, s12, s22, batch: int) -> Tuple[torch.Tensor,
     vals = uniq * q
     K = torch.empty(len(vals), dtype=torch.float64, device=vals.device)
     Kd = torch.empty_like(K)
-    for a in range(0, len(vals), batch):
-        v = vals[a:a + batch]
-        K[a:a + batch], Kd[a:a + batch] = fn(v[:, 0], v[:, 1], v[:, 2])
+    todo = torch.ones(len(vals), dtype=torch.bool)
+    if len(vals) >= _GROUP:
+        pairs, ginv, counts = torch.unique(uniq[:, [0, 2]], dim=0, return_inverse=True, return_counts=True)
+        for g in torch.nonzero(counts >= _GROUP).flatten().tolist():
+            members = torch.nonzero(ginv == g).flatten()
+            res = _cheb_group(fn, float(pairs[g, 0] * q), float(pairs[g, 1] * q), vals[members, 1], batch)
+            if res is not None:
+                K[members], Kd[members] = res
+                todo[members] = False
+    if bool(todo.any()):
+        idx = torch.nonzero(todo).flatten()
+        K[idx], Kd[idx] = _batched(fn, vals[idx], batch)
     return K[inv].reshape(shape), Kd[inv].reshape(shape)
 
 

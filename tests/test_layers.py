@@ -203,3 +203,19 @@ def test_register_activation_rejects_bad_input():
         ns.register_activation(Cube, rule="abs", kernel=_cube_kernel)
     with pytest.raises(ValueError, match="unknown activation"):
         ns.activation_rule("swish")
+
+
+@pytest.mark.parametrize("name", ["tanh", "softplus"])
+def test_equal_variance_groups_are_interpolated_exactly(name, monkeypatch):
+    """Many triples sharing both variances (points on a sphere): Chebyshev interpolation in the
+    angle, checked against direct quadrature, agrees with it to 1e-9 relative."""
+    rule = ns.activation_rule(name)
+    g = torch.Generator().manual_seed(0)
+    rho = torch.cat([torch.rand(400, generator=g, dtype=torch.float64) * 2 - 1,
+                     torch.tensor([1.0, -1.0, 0.9999, -0.9999], dtype=torch.float64)])
+    v = 9.0
+    K, Kd = rule.kernel(torch.full_like(rho, v), v * rho, torch.full_like(rho, v))
+    monkeypatch.setattr(L, "_GROUP", 10 ** 9)
+    K0, Kd0 = rule.kernel(torch.full_like(rho, v), v * rho, torch.full_like(rho, v))
+    assert float((K - K0).abs().max()) <= 1e-9 * float(K0.abs().max())
+    assert float((Kd - Kd0).abs().max()) <= 1e-9 * float(Kd0.abs().max())
