@@ -330,6 +330,8 @@ class ActivationRule:
     diagonal : callable, optional
         ``diagonal(s) -> (E[phi(u)^2], E[phi'(u)^2])``, :math:`u \sim \mathcal N(0, s)`;
         default: ``kernel(s, s, s)`` or a 1-D quadrature.
+    both : callable, optional
+        ``both(z) -> (phi(z), phi'(z))`` sharing work (e.g. ``tanh`` once for both).
     smooth : bool
         ``True`` when :math:`\phi` and :math:`\phi'` have no kink (lets the
         quadrature use fewer panels); default ``False``, always safe.
@@ -347,7 +349,8 @@ class ActivationRule:
                  conditional: Optional[Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]] = None,
                  diagonal: Optional[Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]] = None,
                  linear_relu: Optional[Tuple[float, float]] = None,
-                 step: bool = False, smooth: bool = False) -> None:
+                 step: bool = False, smooth: bool = False,
+                 both: Optional[Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]] = None) -> None:
         if not callable(forward):
             raise TypeError(f"forward must be callable; got {forward!r}.")
         for v, n in [(derivative, "derivative"), (kernel, "kernel"), (conditional, "conditional"),
@@ -363,6 +366,7 @@ class ActivationRule:
         self.linear_relu = linear_relu
         self.step = step
         self.smooth = bool(smooth)
+        self._both = both
 
     def __repr__(self) -> str:
         return f"ActivationRule({self.name!r}, kernel map: {self.method})"
@@ -385,6 +389,8 @@ class ActivationRule:
 
     def value_and_derivative(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         r""":math:`(\phi(z), \phi'(z))`; autograd (the gradient of the sum) when no derivative was given."""
+        if self._both is not None:
+            return self._both(z)
         if self._derivative is not None:
             return self.forward(z), self._derivative(z)
         with torch.enable_grad():
@@ -592,10 +598,15 @@ def _gelu_derivative(z):
     return _ndtr(z) + z * _npdf(z)
 
 
+def _gelu_both(z):
+    cdf = _ndtr(z)
+    return z * cdf, cdf + z * _npdf(z)
+
+
 def _gelu_rule(approximate: str = "none") -> ActivationRule:
     if approximate == "none":
         return ActivationRule("gelu", _gelu_forward, derivative=_gelu_derivative,
-                              conditional=_gelu_conditional, smooth=True)
+                              conditional=_gelu_conditional, smooth=True, both=_gelu_both)
     return ActivationRule(f"gelu({approximate})",
                           lambda z: torch.nn.functional.gelu(z, approximate=approximate))
 
@@ -605,7 +616,11 @@ def _tanh_rule() -> ActivationRule:
         y = torch.tanh(z)
         return 1 - y * y
 
-    return ActivationRule("tanh", torch.tanh, derivative=d, smooth=True)
+    def both(z):
+        y = torch.tanh(z)
+        return y, 1 - y * y
+
+    return ActivationRule("tanh", torch.tanh, derivative=d, smooth=True, both=both)
 
 
 def _sigmoid_rule() -> ActivationRule:
@@ -613,7 +628,11 @@ def _sigmoid_rule() -> ActivationRule:
         y = torch.sigmoid(z)
         return y * (1 - y)
 
-    return ActivationRule("sigmoid", torch.sigmoid, derivative=d, smooth=True)
+    def both(z):
+        y = torch.sigmoid(z)
+        return y, y * (1 - y)
+
+    return ActivationRule("sigmoid", torch.sigmoid, derivative=d, smooth=True, both=both)
 
 
 def _softplus_rule(beta: float = 1.0, threshold: float = 20.0) -> ActivationRule:

@@ -307,3 +307,13 @@ def test_torch_init_smooth_activation_matches_wide_networks(act):
     mean, se = ks.mean(0), ks.std(0) / math.sqrt(len(ks))
     z = ((mean - torch.stack([_stats(lim.ck), _stats(lim.ntk)])) / se).abs()
     assert bool((z < 3).all()), f"{act}: z = {z.tolist()}"
+
+
+def test_several_outputs_sum_like_ntk():
+    """ns.ntk sums over the outputs (the trace); so does the limit: O times one output's NTK."""
+    x = DATA["cloud"]
+    one = ns.limit_kernels(ns.MLP(2, 16, 2, 1, "erf", "ntk", w_std=1.5), x)
+    three = ns.limit_kernels(ns.MLP(2, 16, 2, 3, "erf", "ntk", w_std=1.5), x)
+    assert torch.allclose(three.ntk, 3 * one.ntk, rtol=1e-14)
+    assert torch.allclose(three.nngp_out, one.nngp_out, rtol=1e-14)
+    assert "summed over 3 outputs" in three.description
