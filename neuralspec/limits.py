@@ -347,8 +347,44 @@ def _path(op) -> str:
     return f"module {op.path or '(model)'}"
 
 
+def _compose(first: ActivationRule, second: ActivationRule) -> ActivationRule:
+    """The rule of ``second(first(z))``: chain-rule derivative, kernel map by quadrature."""
+    def both(z):
+        y1, d1 = first.value_and_derivative(z)
+        y2, d2 = second.value_and_derivative(y1)
+        return y2, d2 * d1
+
+    return ActivationRule(f"{second.name}({first.name})", lambda z: second(first(z)),
+                          derivative=lambda z: both(z)[1], both=both)
+
+
+def _merge_activations(ops: list) -> list:
+    """Consecutive activations become one composed rule (its input is then Gaussian)."""
+    from .models import LFF
+
+    out: list = []
+    for op in ops:
+        if isinstance(op, ActivationOp) and out and isinstance(out[-1].source if isinstance(out[-1], ActivationOp)
+                                                               else None, LFF):
+            out.append(op)  # the sin of Fourier features stays with its linear map
+            continue
+        if (isinstance(op, ActivationOp) and out and isinstance(out[-1], ActivationOp)
+                and op.rule.linear_relu != (1.0, 0.0)):
+            prev = out.pop()
+            if prev.rule.linear_relu == (1.0, 0.0):
+                out.append(op)
+                continue
+            out.append(ActivationOp(f"{prev.path}+{op.path}", _compose(prev.rule, op.rule), None))
+            continue
+        if isinstance(op, ActivationOp) and out and isinstance(out[-1], ActivationOp):
+            continue  # an identity after an activation
+        out.append(op)
+    return out
+
+
 def _steps_from_plan(ops: list, d: int, lin_init) -> Tuple[list, int]:
     """The kernel-map steps of a plan, and the number of outputs."""
+    ops = _merge_activations(ops)
     steps: list = []
     n_out = d
     first = True
@@ -388,7 +424,7 @@ def _steps_from_plan(ops: list, d: int, lin_init) -> Tuple[list, int]:
 
 
 def _act_label(op: ActivationOp) -> str:
-    src = type(op.source).__name__ if op.source is not None else op.rule.name
+    src = type(op.source).__name__ if op.source is not None else "composed"
     return f"module {op.path or '(model)'} ({src})"
 
 
@@ -449,6 +485,8 @@ def limit_kernels(
       1e-10 for smooth activations). For ``d >= 3`` the Gaussian with the
       matched covariance is used (the CLT, exact as ``d`` grows; the
       description says so).
+    * Consecutive activations (``nn.ReLU(), nn.Tanh()``) are composed into
+      one rule, whose kernel map is computed by quadrature.
     * :class:`~neuralspec.LFF` / :class:`~neuralspec.RFF` (first layer):
       :func:`~neuralspec.analytic.rff_kernel` exactly; a trainable ``LFF``
       adds :math:`\mathbb E[\cos z \cos z'](\pi^2 x^\top x' + 1)` to the NTK.

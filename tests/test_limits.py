@@ -252,10 +252,31 @@ def test_bad_inputs_name_the_argument():
         ns.limit_kernels("mlp", x)
 
 
-def test_activation_after_activation_is_refused():
-    m = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Tanh(), nn.Linear(8, 1)).double()
-    with pytest.raises(ValueError, match=r"module 2 \(Tanh\) follows another activation"):
-        ns.limit_kernels(m, DATA["circle"])
+def test_consecutive_activations_are_composed():
+    """ReLU then tanh: one composed rule tanh(relu(z)), by quadrature; against an explicit one."""
+    x = DATA["cloud"][:5]
+    m = nn.Sequential(NTK(2, 8), nn.ReLU(), nn.Tanh(), NTK(8, 1)).double()
+    lim = ns.limit_kernels(m, x)
+    assert "tanh(relu)" in lim.description
+
+    class ReluTanh(nn.Module):
+        def forward(self, z):
+            return torch.tanh(torch.relu(z))
+
+    ns.register_activation(ReluTanh)
+    try:
+        ref = ns.limit_kernels(nn.Sequential(m[0], ReluTanh(), m[3]), x)
+    finally:
+        ns.unregister_activation(ReluTanh)
+    assert torch.allclose(lim.ntk, ref.ntk, rtol=1e-12) and torch.allclose(lim.ck, ref.ck, rtol=1e-12)
+    # an identity in between changes nothing
+    m2 = nn.Sequential(m[0], nn.ReLU(), nn.Identity(), m[3]).double()
+    m3 = nn.Sequential(m[0], nn.ReLU(), m[3]).double()
+    assert torch.equal(ns.limit_kernels(m2, x).ntk, ns.limit_kernels(m3, x).ntk)
+
+
+def NTK(n_in, n_out):
+    return ns.NTKLinear(n_in, n_out, w_std=1.5, b_std=0.1)
 
 
 def test_float32_model_and_tensor_inputs():
