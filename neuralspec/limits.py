@@ -535,9 +535,10 @@ def limit_kernels(
     b = a if sym else x2t.detach().to("cpu", torch.float64)
     steps, n_out = _steps_from_plan(ops, d, _resolve_init(model, init))
     ck, st, notes = _propagate(steps, a, b, sym)
+    standard = any(isinstance(op, LinearRule) and op.kind == "linear" for op in ops)
     head = ("infinite-width limit; per-unit kernels (CK = lim h.h'/n of the readout's input, "
-            f"NTK summed over {n_out} output{'s' if n_out > 1 else ''}; standard-parameterization "
-            "NTK at the model's widths)")
+            f"NTK summed over {n_out} output{'s' if n_out > 1 else ''}"
+            f"{'; standard-parameterization NTK at the model widths' if standard else ''})")
     conv = dict(dtype=torch.float64, device=device)
     ntk = st.T if n_out == 1 else n_out * st.T
     return LimitKernels(ck.to(**conv), ntk.to(**conv), st.K.to(**conv), head + ": " + "; ".join(notes))

@@ -328,6 +328,11 @@ def test_torch_init_smooth_activation_matches_wide_networks(act):
     mean, se = ks.mean(0), ks.std(0) / math.sqrt(len(ks))
     z = ((mean - torch.stack([_stats(lim.ck), _stats(lim.ntk)])) / se).abs()
     assert bool((z < 3).all()), f"{act}: z = {z.tolist()}"
+    # the test has teeth: the Gaussian (CLT) first layer with the same variances is rejected
+    gauss = ns.limit_kernels(nn.Sequential(*list(ns.MLP(2, 8192, 1, 1, act))).double(), x,
+                             init=(math.sqrt(1 / 3), math.sqrt(1 / 6)))
+    zg = ((mean - torch.stack([_stats(gauss.ck), _stats(gauss.ntk)])) / se).abs()
+    assert bool((zg > 3).any()), f"{act}: the Gaussian first layer is not distinguishable (z = {zg.tolist()})"
 
 
 def test_several_outputs_sum_like_ntk():
