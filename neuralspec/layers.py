@@ -49,6 +49,15 @@ Gauss-Hermite is not enough here: a 60 x 60 rule misses GELU's kernel by
 correlation -0.995, because the activation's curvature lives on a scale
 :math:`1/\sqrt{\Sigma}` of the Gaussian variable.
 
+**Cost.** Closed forms cost a few array operations per pair of points; the
+1-D quadrature (GELU, ELU) about 200 activation evaluations per distinct
+pair; the nested 2-D rule about 25,000. Repeated pairs (a circle grid) are
+computed once, and pairs sharing both variances (points of equal norm, e.g. on
+a sphere) are interpolated in the angle from 97 evaluations, checked against
+direct quadrature: on 60 points of the sphere a depth-2 tanh network takes
+under a second instead of about ten. Points of unequal norm pay the full price
+(30 points of a 2-D Gaussian cloud, depth 2, tanh: about 8 s).
+
 **Your own activation.** :func:`register_activation` adds a rule for an
 ``nn.Module`` type: the forward map is the module itself unless given, the
 derivative is taken by autograd unless given, and the kernel map is
