@@ -740,20 +740,31 @@ def mlp_kernels(
         sw = math.sqrt(2.0) if w_std is None else check_positive(w_std, "w_std")
         sb = 0.1 if b_std is None else _check_nonnegative(b_std, "b_std")
         sb0 = sb
+    from .layers import _relu_rule
+    from .limits import _Act, _Dense, _propagate
+
+    standard = parameterization == "standard"
+    relu = _Act(_relu_rule(), "relu", "act")
+
+    def dense(first: bool, label: str) -> _Dense:
+        fan = d if first else (width or 1)
+        sb2 = ((sb0 if first else sb) ** 2) if bias else 0.0
+        gw, gb = (float(fan), 1.0) if standard else (sw ** 2, sb2)
+        return _Dense(sw ** 2, sb2, gw, gb, True, bias, bias, init, label, label)
+
+    steps: list = []
     if init == "torch" and first_layer == "exact":
-        k = uniform_relu_layer_kernels(xt, x2t)
+        steps.append(("exact", dense(True, "layer 1"), relu))
     else:
-        k = dense_kernels(input_kernels(xt, x2t), w_std=sw, b_std=sb0,
-                          parameterization=parameterization, fan_in=d, bias=bias)
-        k = relu_kernels(k, symmetric=sym)
-    for _ in range(depth - 1):
-        k = dense_kernels(k, w_std=sw, b_std=sb, parameterization=parameterization,
-                          fan_in=width, bias=bias)
-        k = relu_kernels(k, symmetric=sym)
-    ck = k.nngp
-    out = dense_kernels(k, w_std=sw, b_std=sb, parameterization=parameterization,
-                        fan_in=width, bias=bias)
-    return Kernels(_out(ck, xt), _out(out.ntk, xt))
+        steps += [dense(True, "layer 1"), relu]
+    for l in range(depth - 1):
+        steps += [dense(False, f"layer {l + 2}"), relu]
+    steps.append(dense(False, "readout"))
+    a = xt.detach().cpu().double()
+    b = a if x2t is None else x2t.detach().cpu().double()
+    ck, st, _ = _propagate(steps, a, b, x2t is None)
+    ntk = None if (standard and width is None) else st.T
+    return Kernels(_out(ck, xt), _out(ntk, xt))
 
 
 def rffmlp_kernels(
@@ -821,16 +832,17 @@ def rffmlp_kernels(
     latent_layers = check_positive_int(latent_layers, "latent_layers")
     width = check_positive_int(width, "width", allow_none=True)
     sb = _torch_hidden_bias(hidden_bias, width)
+    from .layers import _relu_rule
+    from .limits import _Act, _Dense, _Fourier, _propagate
+
+    relu = _Act(_relu_rule(), "relu", "act")
+    n = width or 1
+    sw2 = TORCH_W_VAR
+    steps: list = [_Fourier(scale, phase_range, False, False, "features", "RFF")]
+    for l in range(latent_layers - 1):
+        steps += [_Dense(sw2, sb ** 2, float(n), 1.0, True, True, True, "torch", "", f"layer {l + 1}"), relu]
+    steps.append(_Dense(sw2, 0.0, float(n), 1.0, True, True, True, "torch", "", "readout"))
     a = xt.detach().cpu().double()
-    b = None if x2t is None else x2t.detach().cpu().double()
-    k0 = rff_kernel(a, b, scale, phase_range=phase_range)
-    var1 = _rff_diag(a, scale, phase_range)
-    var2 = var1 if b is None else _rff_diag(b, scale, phase_range)
-    k = LayerKernels(k0, torch.zeros_like(k0), var1, var2)
-    sw = math.sqrt(TORCH_W_VAR)
-    for _ in range(latent_layers - 1):
-        k = dense_kernels(k, w_std=sw, b_std=sb, parameterization="standard", fan_in=width)
-        k = relu_kernels(k, symmetric=x2t is None)
-    ck = k.nngp
-    out = dense_kernels(k, w_std=sw, b_std=0.0, parameterization="standard", fan_in=width)
-    return Kernels(_out(ck, xt), _out(out.ntk, xt))
+    b = a if x2t is None else x2t.detach().cpu().double()
+    ck, st, _ = _propagate(steps, a, b, x2t is None)
+    return Kernels(_out(ck, xt), _out(None if width is None else st.T, xt))

@@ -252,10 +252,31 @@ def test_bad_inputs_name_the_argument():
         ns.limit_kernels("mlp", x)
 
 
-def test_activation_after_activation_is_refused():
-    m = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Tanh(), nn.Linear(8, 1)).double()
-    with pytest.raises(ValueError, match=r"module 2 \(Tanh\) follows another activation"):
-        ns.limit_kernels(m, DATA["circle"])
+def test_consecutive_activations_are_composed():
+    """ReLU then tanh: one composed rule tanh(relu(z)), by quadrature; against an explicit one."""
+    x = DATA["cloud"][:5]
+    m = nn.Sequential(NTK(2, 8), nn.ReLU(), nn.Tanh(), NTK(8, 1)).double()
+    lim = ns.limit_kernels(m, x)
+    assert "tanh(relu)" in lim.description
+
+    class ReluTanh(nn.Module):
+        def forward(self, z):
+            return torch.tanh(torch.relu(z))
+
+    ns.register_activation(ReluTanh)
+    try:
+        ref = ns.limit_kernels(nn.Sequential(m[0], ReluTanh(), m[3]), x)
+    finally:
+        ns.unregister_activation(ReluTanh)
+    assert torch.allclose(lim.ntk, ref.ntk, rtol=1e-12) and torch.allclose(lim.ck, ref.ck, rtol=1e-12)
+    # an identity in between changes nothing
+    m2 = nn.Sequential(m[0], nn.ReLU(), nn.Identity(), m[3]).double()
+    m3 = nn.Sequential(m[0], nn.ReLU(), m[3]).double()
+    assert torch.equal(ns.limit_kernels(m2, x).ntk, ns.limit_kernels(m3, x).ntk)
+
+
+def NTK(n_in, n_out):
+    return ns.NTKLinear(n_in, n_out, w_std=1.5, b_std=0.1)
 
 
 def test_float32_model_and_tensor_inputs():
@@ -265,3 +286,60 @@ def test_float32_model_and_tensor_inputs():
     lim64 = ns.limit_kernels(m.double(), DATA["circle"])
     assert lim.ntk.dtype == torch.float64
     assert torch.allclose(lim.ntk, lim64.ntk, rtol=1e-6)
+
+
+def _sinc_u(t):
+    """E[cos(w t)] for w ~ U(-1, 1): sin(t)/t."""
+    return np.where(np.abs(t) < 1e-12, 1.0, np.sin(t) / np.where(np.abs(t) < 1e-12, 1.0, t))
+
+
+@pytest.mark.parametrize("data", ["circle", "cloud", "line"])
+def test_torch_init_first_layer_sin_is_exact(data):
+    """PyTorch's uniform first layer, then sin: the cubature against the closed form
+    E[sin z sin z'] = 1/2 [prod_j sinc(s (x_j - x'_j)) - sinc(2 s) prod_j sinc(s (x_j + x'_j))],
+    s = 1/sqrt(d) (and the same with + for cos z cos z', the NTK's factor)."""
+    x = DATA["cloud"][:, :1] if data == "line" else DATA[data]
+    x2 = OTHER["cloud"][:, :1] if data == "line" else OTHER[data]
+    d = x.shape[1]
+    s = 1 / math.sqrt(d)
+    model = nn.Sequential(nn.Linear(d, 32), ns.Sine(), nn.Linear(32, 1)).double()
+    lim = ns.limit_kernels(model, x, x2)
+    dm = np.prod(_sinc_u(s * (x[:, None] - x2[None])), -1)
+    dp = np.prod(_sinc_u(s * (x[:, None] + x2[None])), -1) * _sinc_u(2 * s)
+    ck = 0.5 * (dm - dp)
+    ecc = 0.5 * (dm + dp)
+    ntk = 32 * ck + 1 + (x @ x2.T + 1) * ecc / 3
+    np.testing.assert_allclose(lim.ck.numpy(), ck, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(lim.ntk.numpy(), ntk, rtol=1e-9, atol=1e-12)
+    assert "cubature over the uniform weights" in lim.description
+
+
+@pytest.mark.parametrize("act", ["tanh", "gelu"])
+def test_torch_init_smooth_activation_matches_wide_networks(act):
+    """The cubature first layer (circle, d = 2) against 8 nets of width 8192, within 3 standard errors."""
+    x = torch.as_tensor(_circle(12), dtype=torch.float64)
+    lim = ns.limit_kernels(ns.MLP(2, 8192, 1, 1, act).double(), x)
+    ks = []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        m = ns.MLP(2, 8192, 1, 1, act).double()
+        ks.append(torch.stack([_stats(ns.conjugate_kernel(m, x)), _stats(ns.ntk(m, x))]))
+    ks = torch.stack(ks)
+    mean, se = ks.mean(0), ks.std(0) / math.sqrt(len(ks))
+    z = ((mean - torch.stack([_stats(lim.ck), _stats(lim.ntk)])) / se).abs()
+    assert bool((z < 3).all()), f"{act}: z = {z.tolist()}"
+    # the test has teeth: the Gaussian (CLT) first layer with the same variances is rejected
+    gauss = ns.limit_kernels(nn.Sequential(*list(ns.MLP(2, 8192, 1, 1, act))).double(), x,
+                             init=(math.sqrt(1 / 3), math.sqrt(1 / 6)))
+    zg = ((mean - torch.stack([_stats(gauss.ck), _stats(gauss.ntk)])) / se).abs()
+    assert bool((zg > 3).any()), f"{act}: the Gaussian first layer is not distinguishable (z = {zg.tolist()})"
+
+
+def test_several_outputs_sum_like_ntk():
+    """ns.ntk sums over the outputs (the trace); so does the limit: O times one output's NTK."""
+    x = DATA["cloud"]
+    one = ns.limit_kernels(ns.MLP(2, 16, 2, 1, "erf", "ntk", w_std=1.5), x)
+    three = ns.limit_kernels(ns.MLP(2, 16, 2, 3, "erf", "ntk", w_std=1.5), x)
+    assert torch.allclose(three.ntk, 3 * one.ntk, rtol=1e-14)
+    assert torch.allclose(three.nngp_out, one.nngp_out, rtol=1e-14)
+    assert "summed over 3 outputs" in three.description
