@@ -1048,7 +1048,7 @@ def _structured_plan(model: nn.Module) -> Tuple[Optional[List[object]], str]:
     if not any(isinstance(op, LinearRule) and op.trainable for op in ops):
         return None, "no trainable linear layer"
     return ops, ("a stack of linear layers and elementwise activations: "
-                 "NTK = sum_l (delta_l delta_l^T) * (h_l h_l^T + 1), no Jacobian formed")
+                 "NTK = sum_l (delta_l delta_l^T) * (h_{l-1} h_{l-1}^T + 1), no Jacobian formed")
 
 
 def _value_and_derivative(fn, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
