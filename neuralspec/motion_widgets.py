@@ -31,20 +31,12 @@ import numpy as np
 import torch
 
 from .utils import torch_threads
-from .widgets import WidgetExplorer
+from .widgets import WidgetExplorer, _int_in, _merge_settings
 
 __all__ = ["MotionSettings", "MotionData", "motion_experiment", "KernelMotionExplorer"]
 
 #: Widths the explorer's slider offers.
 WIDTHS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
-
-
-def _int_in(value: Any, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__}).")
-    if not lo <= int(value) <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}; got {value}.")
-    return int(value)
 
 
 def _positive(value: Any, name: str) -> float:
@@ -111,23 +103,8 @@ class MotionSettings:
         return dataclasses.asdict(self)
 
 
-_FIELDS = tuple(f.name for f in dataclasses.fields(MotionSettings))
-
-
 def _settings(base, changes: Mapping[str, Any]) -> MotionSettings:
-    if base is None:
-        values: Dict[str, Any] = {}
-    elif isinstance(base, MotionSettings):
-        values = base.as_dict()
-    elif isinstance(base, Mapping):
-        values = dict(base)
-    else:
-        raise TypeError(f"settings must be a MotionSettings, a dict or None; got {type(base).__name__}.")
-    values.update(changes)
-    unknown = sorted(set(values) - set(_FIELDS))
-    if unknown:
-        raise TypeError(f"unknown setting(s) {unknown}; the settings are {list(_FIELDS)}.")
-    return MotionSettings(**values)
+    return _merge_settings(MotionSettings, base, changes)
 
 
 @dataclass(eq=False)

@@ -22,7 +22,6 @@ Import it as ``from neuralspec.sphere_widgets import SphereExplorer``.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import numpy as np
 from .data import PowerLawFit, fit_power_law
 from .models import MLP
 from .sphere import limit_kernel_of_cosine, sphere_spectrum
-from .widgets import WidgetExplorer
+from .widgets import WidgetExplorer, _int_in, _merge_settings
 
 __all__ = ["SPHERE_ACTIVATIONS", "SphereSettings", "SphereExplorerData", "sphere_explore", "SphereExplorer"]
 
@@ -41,14 +40,6 @@ __all__ = ["SPHERE_ACTIVATIONS", "SphereSettings", "SphereExplorerData", "sphere
 SPHERE_ACTIVATIONS = ("relu", "gelu", "erf", "sin")
 #: The exponents the theory predicts for ReLU (Bietti and Mairal 2019): NTK k^-d, CK k^-(d+2).
 _RELU_EXPONENT = {"NTK": lambda d: -d, "CK": lambda d: -(d + 2)}
-
-
-def _int_in(value: Any, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__}).")
-    if not lo <= int(value) <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}; got {value}.")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -108,23 +99,8 @@ class SphereSettings:
         return _settings(self, changes)
 
 
-_FIELDS = tuple(f.name for f in dataclasses.fields(SphereSettings))
-
-
 def _settings(base: Union[None, SphereSettings, Mapping[str, Any]], changes: Mapping[str, Any]) -> SphereSettings:
-    if base is None:
-        values: Dict[str, Any] = {}
-    elif isinstance(base, SphereSettings):
-        values = dataclasses.asdict(base)
-    elif isinstance(base, Mapping):
-        values = dict(base)
-    else:
-        raise TypeError(f"settings must be a SphereSettings, a dict or None; got {type(base).__name__}.")
-    values.update(changes)
-    unknown = sorted(set(values) - set(_FIELDS))
-    if unknown:
-        raise TypeError(f"unknown setting(s) {unknown}; the settings are {list(_FIELDS)}.")
-    return SphereSettings(**values)
+    return _merge_settings(SphereSettings, base, changes)
 
 
 @dataclass(eq=False)

@@ -204,25 +204,37 @@ class ExplorerSettings:
         return UNUSED[self.model]
 
 
-_FIELDS = tuple(f.name for f in dataclasses.fields(ExplorerSettings))
-
-
-def _settings(base: Union[None, ExplorerSettings, Mapping[str, Any]], changes: Mapping[str, Any]) -> ExplorerSettings:
+def _merge_settings(cls, base: Any, changes: Mapping[str, Any]):
+    """``cls(**values)``: ``base`` (a ``cls``, a mapping or None) with ``changes`` applied, names checked."""
     if base is None:
         values: Dict[str, Any] = {}
-    elif isinstance(base, ExplorerSettings):
-        values = base.as_dict()
+    elif isinstance(base, cls):
+        values = dataclasses.asdict(base)
     elif isinstance(base, Mapping):
         values = dict(base)
     else:
+        article = "an" if cls.__name__[0] in "AEIOU" else "a"
         raise TypeError(
-            f"settings must be an ExplorerSettings, a dict or None; got {type(base).__name__}."
+            f"settings must be {article} {cls.__name__}, a dict or None; got {type(base).__name__}."
         )
     values.update(changes)
-    unknown = sorted(set(values) - set(_FIELDS))
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise TypeError(f"unknown setting(s) {unknown}; the settings are {list(_FIELDS)}.")
-    return ExplorerSettings(**values)
+        raise TypeError(f"unknown setting(s) {unknown}; the settings are {fields}.")
+    return cls(**values)
+
+
+def _int_in(value: Any, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__}).")
+    if not lo <= int(value) <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}; got {value}.")
+    return int(value)
+
+
+def _settings(base: Union[None, ExplorerSettings, Mapping[str, Any]], changes: Mapping[str, Any]) -> ExplorerSettings:
+    return _merge_settings(ExplorerSettings, base, changes)
 
 
 @dataclass(eq=False)
