@@ -178,6 +178,8 @@ def learning_lab(n_train: int = 64, ridge: float = 0.1, noise: float = 0.0, *, p
 class LearningLab(WidgetExplorer):
     """Sliders for ``n_train``, the ridge and the noise over :func:`learning_lab`, and one figure.
 
+    Built on :class:`~neuralspec.widgets.WidgetExplorer` (``update``, ``hold``, ``set``, ``display``).
+
     Attributes
     ----------
     controls : dict of str to ipywidgets.Widget

@@ -255,6 +255,7 @@ class KernelMotionExplorer(WidgetExplorer):
     Every change calls :func:`motion_experiment` and redraws the figure (an
     ``ipywidgets.Image`` holding a PNG). Sliders update when released.
     Works with ipywidgets 7 and 8.
+    Built on :class:`~neuralspec.widgets.WidgetExplorer` (``update``, ``hold``, ``set``, ``display``).
 
     Attributes
     ----------

@@ -219,6 +219,8 @@ def sphere_explore(settings: Union[SphereSettings, Mapping[str, Any], None] = No
 class SphereExplorer(WidgetExplorer):
     """Sliders over :func:`sphere_explore`; display it in a notebook.
 
+    Built on :class:`~neuralspec.widgets.WidgetExplorer` (``update``, ``hold``, ``set``, ``display``).
+
     Attributes
     ----------
     controls : dict of widgets

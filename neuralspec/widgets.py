@@ -478,11 +478,14 @@ class WidgetExplorer:
     :meth:`hold` and :meth:`set` change several controls with one update.
     Only widgets and APIs present in ipywidgets 7.7 (Colab) and 8 are used.
 
-    A subclass builds its controls in ``__init__`` between
-    :meth:`_start` and :meth:`_finish`, and implements the hooks
-    :meth:`_compute` (the controls' values to the data, by the module's pure
-    function) and :meth:`_status` (the status line for new data); it may
-    override :meth:`_draw`, :meth:`_sync_controls` and :meth:`_summary`.
+    A subclass builds its controls in ``__init__`` between ``self._start()``
+    and ``self._finish(W, controls, rows, max_width)``, and implements the
+    hooks ``_compute()`` (the controls' values to the data, by the module's
+    pure function) and ``_status(data)`` (the status line for new data); it
+    may override ``_draw(fig, data)``, ``_sync_controls(data)`` and
+    ``_summary()``, and sets the class attributes ``figsize``, ``dpi``,
+    ``_margins``, ``_panels``, ``_update_errors`` and ``_missing_ipywidgets``.
+    :class:`KernelExplorer` is the example.
 
     Attributes
     ----------
@@ -505,9 +508,9 @@ class WidgetExplorer:
     dpi = 80
     #: ``Figure.subplots_adjust`` arguments (a fixed layout keeps a redraw cheap).
     _margins: Dict[str, float] = {}
-    #: Rows and columns of panels passed to ``Figure.subplots`` by :meth:`_draw`.
+    #: Rows and columns of panels passed to ``Figure.subplots`` by ``_draw``.
     _panels = (1, 1)
-    #: Exceptions of :meth:`_compute` that mean "these settings cannot be shown".
+    #: Exceptions of ``_compute()`` that mean "these settings cannot be shown".
     _update_errors: tuple = (ValueError, TypeError, RuntimeError)
     #: The ImportError message when ipywidgets is missing.
     _missing_ipywidgets = "this explorer needs ipywidgets: pip install ipywidgets."
@@ -649,6 +652,8 @@ class KernelExplorer(WidgetExplorer):
     Every change of a control calls :func:`explore` with the controls' values
     and redraws the figure (an ``ipywidgets.Image`` holding a PNG, so a saved
     notebook or a static page keeps the picture). Sliders update when released.
+    :meth:`~WidgetExplorer.update`, :meth:`~WidgetExplorer.hold` and
+    :meth:`~WidgetExplorer.display` come from :class:`WidgetExplorer`.
 
     Parameters
     ----------
