@@ -25,7 +25,6 @@ neuralspec`` does not need ipywidgets.
 """
 from __future__ import annotations
 
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import numpy as np
 from .analytic import mlp_kernels
 from .data import circle_spectrum
 from .learning import kernel_regression, learning_curve
+from .widgets import WidgetExplorer
 
 __all__ = ["LabData", "learning_lab", "LearningLab"]
 
@@ -175,8 +175,10 @@ def learning_lab(n_train: int = 64, ridge: float = 0.1, noise: float = 0.0, *, p
                    seconds=time.perf_counter() - t0)
 
 
-class LearningLab:
+class LearningLab(WidgetExplorer):
     """Sliders for ``n_train``, the ridge and the noise over :func:`learning_lab`, and one figure.
+
+    Built on :class:`~neuralspec.widgets.WidgetExplorer` (``update``, ``hold``, ``set``, ``display``).
 
     Attributes
     ----------
@@ -189,70 +191,37 @@ class LearningLab:
 
     figsize = (12.0, 3.8)
     dpi = 80
+    _margins = dict(left=0.07, right=0.98, bottom=0.15, top=0.88, wspace=0.3)
+    _panels = (1, 2)
+    _update_errors = (ValueError,)
+    _missing_ipywidgets = ("LearningLab needs ipywidgets: pip install ipywidgets. "
+                           "learning_lab() works without it.")
 
     def __init__(self, n_train: int = 64, ridge: float = 0.1, noise: float = 0.0, **kwargs: Any) -> None:
-        try:
-            import ipywidgets as W
-        except ImportError as err:  # pragma: no cover - depends on the environment
-            raise ImportError("LearningLab needs ipywidgets: pip install ipywidgets. "
-                              "learning_lab() works without it.") from err
+        W = self._start()
         self.kwargs = kwargs
         p_max = kwargs.get("p_max", 256)
         style = {"description_width": "80px"}
         slider = dict(continuous_update=False, style=style, layout=W.Layout(width="300px"))
-        self.controls: Dict[str, Any] = {
+        controls: Dict[str, Any] = {
             "n_train": W.IntSlider(value=n_train, min=4, max=p_max, description="p", **slider),
             "ridge": W.FloatLogSlider(value=max(ridge, 1e-6), base=10, min=-6, max=1, step=0.25,
                                       description="ridge δ", readout_format=".2g", **slider),
             "noise": W.FloatSlider(value=noise, min=0.0, max=1.0, step=0.05, description="noise σ²", **slider),
         }
-        for c in self.controls.values():
-            c.observe(lambda change: self.update(), names="value")
-        self.image = W.Image(format="png", layout=W.Layout(width="100%", max_width="980px"))
-        self.status = W.HTML()
-        self.widget = W.VBox([W.HBox(list(self.controls.values())), self.status, self.image])
-        self.data: LabData = None  # type: ignore[assignment]
-        self.update()
+        self._finish(W, controls, [W.HBox(list(controls.values()))], max_width="980px")
 
-    def update(self) -> None:
-        """Recompute with the sliders' values and redraw."""
+    def _compute(self) -> LabData:
         c = self.controls
-        try:
-            data = learning_lab(c["n_train"].value, c["ridge"].value, c["noise"].value, **self.kwargs)
-        except ValueError as err:
-            self.status.value = f'<span style="color:#b00">Cannot update: {err}</span>'
-            return
-        self.data = data
-        self.image.value = self._render(data)
-        self.status.value = (f"simulated / predicted at p = {data.n_train}: "
-                             f"<b>{data.ratio[list(data.ps).index(data.n_train)]:.2f}</b> "
-                             f"(update {data.seconds:.2f} s)")
+        return learning_lab(c["n_train"].value, c["ridge"].value, c["noise"].value, **self.kwargs)
 
-    def _render(self, data: LabData) -> bytes:
-        import matplotlib
-        from matplotlib.figure import Figure
+    def _status(self, data: LabData) -> str:
+        return (f"simulated / predicted at p = {data.n_train}: "
+                f"<b>{data.ratio[list(data.ps).index(data.n_train)]:.2f}</b> "
+                f"(update {data.seconds:.2f} s)")
 
-        from .plotting import STYLE
-
-        with matplotlib.rc_context(STYLE):
-            fig = Figure(figsize=self.figsize, dpi=self.dpi)
-            fig.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.88, wspace=0.3)
-            data.plot(fig.subplots(1, 2))
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=self.dpi)
-        return buf.getvalue()
-
-    def _repr_mimebundle_(self, **kwargs: Any):
-        # The widget view (ipywidgets 8 has _repr_mimebundle_; 7, as on Colab, does not);
-        # frontends without a widget manager show the current figure.
-        import base64
-
-        bundle = {"application/vnd.jupyter.widget-view+json": {
-            "version_major": 2, "version_minor": 0, "model_id": self.widget.model_id}}
-        if self.image.value:
-            bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
-        bundle["text/plain"] = repr(self)
-        return bundle
+    def _plain_text(self) -> str:
+        return repr(self)
 
     def __repr__(self) -> str:
         d = self.data

@@ -22,7 +22,6 @@ when the explorer is built.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -32,19 +31,12 @@ import numpy as np
 import torch
 
 from .utils import torch_threads
+from .widgets import WidgetExplorer, _int_in, _merge_settings
 
 __all__ = ["MotionSettings", "MotionData", "motion_experiment", "KernelMotionExplorer"]
 
 #: Widths the explorer's slider offers.
 WIDTHS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
-
-
-def _int_in(value: Any, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__}).")
-    if not lo <= int(value) <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}; got {value}.")
-    return int(value)
 
 
 def _positive(value: Any, name: str) -> float:
@@ -111,23 +103,8 @@ class MotionSettings:
         return dataclasses.asdict(self)
 
 
-_FIELDS = tuple(f.name for f in dataclasses.fields(MotionSettings))
-
-
 def _settings(base, changes: Mapping[str, Any]) -> MotionSettings:
-    if base is None:
-        values: Dict[str, Any] = {}
-    elif isinstance(base, MotionSettings):
-        values = base.as_dict()
-    elif isinstance(base, Mapping):
-        values = dict(base)
-    else:
-        raise TypeError(f"settings must be a MotionSettings, a dict or None; got {type(base).__name__}.")
-    values.update(changes)
-    unknown = sorted(set(values) - set(_FIELDS))
-    if unknown:
-        raise TypeError(f"unknown setting(s) {unknown}; the settings are {list(_FIELDS)}.")
-    return MotionSettings(**values)
+    return _merge_settings(MotionSettings, base, changes)
 
 
 @dataclass(eq=False)
@@ -272,21 +249,13 @@ def _run(s: MotionSettings, dev: torch.device) -> MotionData:
     )
 
 
-def _require_ipywidgets():
-    try:
-        import ipywidgets
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("KernelMotionExplorer needs ipywidgets: pip install ipywidgets. "
-                          "motion_experiment() works without it.") from err
-    return ipywidgets
-
-
-class KernelMotionExplorer:
+class KernelMotionExplorer(WidgetExplorer):
     """Sliders for width, output scale, target frequency and steps; one figure that follows them.
 
     Every change calls :func:`motion_experiment` and redraws the figure (an
     ``ipywidgets.Image`` holding a PNG). Sliders update when released.
     Works with ipywidgets 7 and 8.
+    Built on :class:`~neuralspec.widgets.WidgetExplorer` (``update``, ``hold``, ``set``, ``display``).
 
     Attributes
     ----------
@@ -302,19 +271,22 @@ class KernelMotionExplorer:
 
     figsize = (13.0, 3.8)
     dpi = 80
+    _margins = dict(left=0.06, right=0.985, bottom=0.14, top=0.84, wspace=0.35)
+    _panels = (1, 3)
+    _update_errors = (ValueError, TypeError, RuntimeError, FloatingPointError)
+    _missing_ipywidgets = ("KernelMotionExplorer needs ipywidgets: pip install ipywidgets. "
+                           "motion_experiment() works without it.")
 
     def __init__(self, settings: Union[MotionSettings, Mapping[str, Any], None] = None, *,
                  device: Union[str, torch.device, None] = None, **changes: Any) -> None:
-        W = _require_ipywidgets()
+        W = self._start()
         s = _settings(settings, changes)
         self._fixed = {k: v for k, v in s.as_dict().items()
                        if k not in ("width", "alpha", "frequency", "steps", "seed")}
         self.device = device
-        self.error: Optional[str] = None
-        self.n_updates = 0
         style = {"description_width": "70px"}
         slider = dict(continuous_update=False, style=style, layout=W.Layout(width="280px"))
-        self.controls: Dict[str, Any] = {
+        c: Dict[str, Any] = {
             "width": W.SelectionSlider(options=sorted(set(WIDTHS) | {s.width}), value=s.width,
                                        description="width", **slider),
             "alpha": W.FloatLogSlider(value=s.alpha, base=10, min=-2, max=2, step=0.1,
@@ -326,19 +298,10 @@ class KernelMotionExplorer:
             "seed": W.BoundedIntText(value=s.seed, min=0, max=2**31 - 1, description="seed",
                                      style=style, layout=W.Layout(width="160px")),
         }
-        for c in self.controls.values():
-            c.observe(self._on_change, names="value")
-        self.image = W.Image(format="png", layout=W.Layout(width="100%", max_width="1040px"))
-        self.status = W.HTML()
-        c = self.controls
-        self.widget = W.VBox([
+        self._finish(W, c, [
             W.HBox([c["width"], c["alpha"]]),
             W.HBox([c["frequency"], c["steps"], c["seed"]]),
-            self.status,
-            self.image,
-        ])
-        self.data: MotionData = None  # type: ignore[assignment]
-        self.update()
+        ], max_width="1040px")
 
     @property
     def settings(self) -> MotionSettings:
@@ -350,75 +313,12 @@ class KernelMotionExplorer:
 
     def set(self, **values: Any) -> MotionData:
         """Set several controls with a single update; returns the new :attr:`data`."""
-        unknown = sorted(set(values) - set(self.controls))
-        if unknown:
-            raise TypeError(f"unknown control(s) {unknown}; the controls are {list(self.controls)}.")
-        self._hold = True
-        try:
-            for k, v in values.items():
-                self.controls[k].value = v
-        finally:
-            self._hold = False
-        self.update()
-        return self.data
+        return super().set(**values)
 
-    _hold = False
+    def _compute(self) -> MotionData:
+        return motion_experiment(self.settings, device=self.device)
 
-    def _on_change(self, change: Mapping[str, Any]) -> None:
-        if not self._hold:
-            self.update()
-
-    def update(self) -> None:
-        """Recompute with the controls' values and redraw."""
-        t0 = time.perf_counter()
-        try:
-            data = motion_experiment(self.settings, device=self.device)
-        except (ValueError, TypeError, RuntimeError, FloatingPointError) as err:
-            import html
-
-            self.error = str(err)
-            self.status.value = f'<span style="color:#b00">Cannot update: {html.escape(self.error)}</span>'
-            return
-        self.error = None
-        self.image.value = self._render(data)
-        self.data = data
-        self.n_updates += 1
+    def _status(self, data: MotionData) -> str:
         import html
 
-        self.status.value = f"{html.escape(data.summary())} (update {time.perf_counter() - t0:.2f} s)"
-
-    def _render(self, data: MotionData) -> bytes:
-        import matplotlib
-        from matplotlib.figure import Figure
-
-        from .plotting import STYLE
-
-        with matplotlib.rc_context(STYLE):
-            fig = Figure(figsize=self.figsize, dpi=self.dpi)
-            fig.subplots_adjust(left=0.06, right=0.985, bottom=0.14, top=0.84, wspace=0.35)
-            data.plot(fig.subplots(1, 3))
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=self.dpi)
-        return buf.getvalue()
-
-    def display(self) -> None:
-        """Show the explorer in the notebook."""
-        from IPython.display import display
-
-        display(self.widget)
-
-    def _repr_mimebundle_(self, **kwargs: Any):
-        bundle = {
-            "application/vnd.jupyter.widget-view+json": {
-                "version_major": 2, "version_minor": 0, "model_id": self.widget.model_id,
-            }
-        }
-        if self.image.value:
-            import base64
-
-            bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
-        bundle["text/plain"] = f"KernelMotionExplorer({self.data.summary() if self.data else 'no data'})"
-        return bundle
-
-    def __repr__(self) -> str:
-        return f"<KernelMotionExplorer: {self.data.summary() if self.data else 'no data'}>"
+        return f"{html.escape(data.summary())} (update {self.last_update_seconds:.2f} s)"

@@ -22,8 +22,6 @@ Import it as ``from neuralspec.sphere_widgets import SphereExplorer``.
 """
 from __future__ import annotations
 
-import dataclasses
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ import numpy as np
 from .data import PowerLawFit, fit_power_law
 from .models import MLP
 from .sphere import limit_kernel_of_cosine, sphere_spectrum
+from .widgets import WidgetExplorer, _int_in, _merge_settings
 
 __all__ = ["SPHERE_ACTIVATIONS", "SphereSettings", "SphereExplorerData", "sphere_explore", "SphereExplorer"]
 
@@ -41,14 +40,6 @@ __all__ = ["SPHERE_ACTIVATIONS", "SphereSettings", "SphereExplorerData", "sphere
 SPHERE_ACTIVATIONS = ("relu", "gelu", "erf", "sin")
 #: The exponents the theory predicts for ReLU (Bietti and Mairal 2019): NTK k^-d, CK k^-(d+2).
 _RELU_EXPONENT = {"NTK": lambda d: -d, "CK": lambda d: -(d + 2)}
-
-
-def _int_in(value: Any, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__}).")
-    if not lo <= int(value) <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}; got {value}.")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -108,23 +99,8 @@ class SphereSettings:
         return _settings(self, changes)
 
 
-_FIELDS = tuple(f.name for f in dataclasses.fields(SphereSettings))
-
-
 def _settings(base: Union[None, SphereSettings, Mapping[str, Any]], changes: Mapping[str, Any]) -> SphereSettings:
-    if base is None:
-        values: Dict[str, Any] = {}
-    elif isinstance(base, SphereSettings):
-        values = dataclasses.asdict(base)
-    elif isinstance(base, Mapping):
-        values = dict(base)
-    else:
-        raise TypeError(f"settings must be a SphereSettings, a dict or None; got {type(base).__name__}.")
-    values.update(changes)
-    unknown = sorted(set(values) - set(_FIELDS))
-    if unknown:
-        raise TypeError(f"unknown setting(s) {unknown}; the settings are {list(_FIELDS)}.")
-    return SphereSettings(**values)
+    return _merge_settings(SphereSettings, base, changes)
 
 
 @dataclass(eq=False)
@@ -240,8 +216,10 @@ def sphere_explore(settings: Union[SphereSettings, Mapping[str, Any], None] = No
                               time.perf_counter() - t0)
 
 
-class SphereExplorer:
+class SphereExplorer(WidgetExplorer):
     """Sliders over :func:`sphere_explore`; display it in a notebook.
+
+    Built on :class:`~neuralspec.widgets.WidgetExplorer` (``update``, ``hold``, ``set``, ``display``).
 
     Attributes
     ----------
@@ -258,19 +236,17 @@ class SphereExplorer:
 
     figsize = (6.5, 4.2)
     dpi = 80
+    _margins = dict(left=0.13, right=0.97, bottom=0.13, top=0.9)
+    _update_errors = (ValueError, TypeError)
+    _missing_ipywidgets = "SphereExplorer needs ipywidgets (pip install ipywidgets)."
 
     def __init__(self, settings: Union[SphereSettings, Mapping[str, Any], None] = None, **changes: Any) -> None:
-        try:
-            import ipywidgets as W
-        except ImportError as err:  # pragma: no cover - depends on the environment
-            raise ImportError("SphereExplorer needs ipywidgets (pip install ipywidgets).") from err
+        W = self._start()
         s = _settings(settings, changes)
         self._base = s
-        self.error: Optional[str] = None
-        self.n_updates = 0
         style = {"description_width": "60px"}
         slider = dict(continuous_update=False, style=style, layout=W.Layout(width="250px"))
-        self.controls: Dict[str, Any] = {
+        c: Dict[str, Any] = {
             "d": W.IntSlider(value=s.d, min=2, max=10, description="d", **slider),
             "kernel": W.ToggleButtons(options=["NTK", "CK"], value=s.kernel, description="kernel", style=style),
             "activation": W.Dropdown(options=list(SPHERE_ACTIVATIONS), value=s.activation,
@@ -279,63 +255,16 @@ class SphereExplorer:
             "bias": W.FloatSlider(value=s.bias, min=0.0, max=2.0, step=0.05, description="sigma_b",
                                   readout_format=".2f", **slider),
         }
-        for c in self.controls.values():
-            c.observe(self._on_change, names="value")
-        self.image = W.Image(format="png", layout=W.Layout(width="100%", max_width="560px"))
-        self.status = W.HTML()
-        c = self.controls
-        self.widget = W.VBox([W.HBox([c["kernel"], c["activation"]]),
-                              W.HBox([c["d"], c["depth"], c["bias"]], layout=W.Layout(flex_flow="row wrap")),
-                              self.status, self.image])
-        self.data: SphereExplorerData = None  # type: ignore[assignment]
-        self.update()
+        self._finish(W, c, [W.HBox([c["kernel"], c["activation"]]),
+                            W.HBox([c["d"], c["depth"], c["bias"]], layout=W.Layout(flex_flow="row wrap"))],
+                     max_width="560px")
 
     @property
     def settings(self) -> SphereSettings:
         return self._base.replace(**{k: c.value for k, c in self.controls.items()})
 
-    def _on_change(self, change: Mapping[str, Any]) -> None:
-        self.update()
+    def _compute(self) -> SphereExplorerData:
+        return sphere_explore(self.settings)
 
-    def update(self) -> None:
-        """Recompute with the controls' values and redraw."""
-        try:
-            data = sphere_explore(self.settings)
-        except (ValueError, TypeError) as err:
-            import html
-
-            self.error = str(err)
-            self.status.value = f'<span style="color:#b00">Cannot update: {html.escape(self.error)}</span>'
-            return
-        self.error = None
-        self.data = data
-        self.image.value = self._render(data)
-        self.n_updates += 1
-        self.status.value = data.summary().replace("^", "&#94;")
-
-    def _render(self, data: SphereExplorerData) -> bytes:
-        import matplotlib
-        from matplotlib.figure import Figure
-
-        from .plotting import STYLE
-
-        with matplotlib.rc_context(STYLE):
-            fig = Figure(figsize=self.figsize, dpi=self.dpi)
-            fig.subplots_adjust(left=0.13, right=0.97, bottom=0.13, top=0.9)
-            data.plot(fig.subplots())
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=self.dpi)
-        return buf.getvalue()
-
-    def _repr_mimebundle_(self, **kwargs: Any):
-        bundle = {"application/vnd.jupyter.widget-view+json": {
-            "version_major": 2, "version_minor": 0, "model_id": self.widget.model_id}}
-        if self.image.value:
-            import base64
-
-            bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
-        bundle["text/plain"] = f"SphereExplorer({self.data.summary() if self.data else 'no data'})"
-        return bundle
-
-    def __repr__(self) -> str:
-        return f"<SphereExplorer: {self.data.summary() if self.data else 'no data'}>"
+    def _status(self, data: SphereExplorerData) -> str:
+        return data.summary().replace("^", "&#94;")

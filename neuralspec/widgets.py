@@ -72,6 +72,7 @@ __all__ = [
     "ExplorerData",
     "explore",
     "build_model",
+    "WidgetExplorer",
     "KernelExplorer",
 ]
 
@@ -203,25 +204,37 @@ class ExplorerSettings:
         return UNUSED[self.model]
 
 
-_FIELDS = tuple(f.name for f in dataclasses.fields(ExplorerSettings))
-
-
-def _settings(base: Union[None, ExplorerSettings, Mapping[str, Any]], changes: Mapping[str, Any]) -> ExplorerSettings:
+def _merge_settings(cls, base: Any, changes: Mapping[str, Any]):
+    """``cls(**values)``: ``base`` (a ``cls``, a mapping or None) with ``changes`` applied, names checked."""
     if base is None:
         values: Dict[str, Any] = {}
-    elif isinstance(base, ExplorerSettings):
-        values = base.as_dict()
+    elif isinstance(base, cls):
+        values = dataclasses.asdict(base)
     elif isinstance(base, Mapping):
         values = dict(base)
     else:
+        article = "an" if cls.__name__[0] in "AEIOU" else "a"
         raise TypeError(
-            f"settings must be an ExplorerSettings, a dict or None; got {type(base).__name__}."
+            f"settings must be {article} {cls.__name__}, a dict or None; got {type(base).__name__}."
         )
     values.update(changes)
-    unknown = sorted(set(values) - set(_FIELDS))
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise TypeError(f"unknown setting(s) {unknown}; the settings are {list(_FIELDS)}.")
-    return ExplorerSettings(**values)
+        raise TypeError(f"unknown setting(s) {unknown}; the settings are {fields}.")
+    return cls(**values)
+
+
+def _int_in(value: Any, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__}).")
+    if not lo <= int(value) <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}; got {value}.")
+    return int(value)
+
+
+def _settings(base: Union[None, ExplorerSettings, Mapping[str, Any]], changes: Mapping[str, Any]) -> ExplorerSettings:
+    return _merge_settings(ExplorerSettings, base, changes)
 
 
 @dataclass(eq=False)
@@ -441,23 +454,206 @@ def _explore(s: ExplorerSettings, dev: torch.device) -> ExplorerData:
     )
 
 
-def _require_ipywidgets():
+_IPYWIDGETS_HINT = ("KernelExplorer needs ipywidgets: pip install 'ipywidgets>=8' "
+                    "(or pip install 'neuralspec[widgets]'). explore() works without it.")
+
+
+def _require_ipywidgets(message: str = _IPYWIDGETS_HINT):
     try:
         import ipywidgets
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "KernelExplorer needs ipywidgets: pip install 'ipywidgets>=8' "
-            "(or pip install 'neuralspec[widgets]'). explore() works without it."
-        ) from err
+        raise ImportError(message) from err
     return ipywidgets
 
 
-class KernelExplorer:
+class WidgetExplorer:
+    """The machinery every explorer shares: controls in, a pure function, one PNG figure out.
+
+    An explorer is a dict of ``ipywidgets`` controls, a status line and an
+    ``ipywidgets.Image`` holding the figure as PNG bytes (so a saved notebook
+    or a static page keeps the picture). Every change of a control calls
+    :meth:`update`, which computes the data from the controls' values, draws
+    it on a fresh matplotlib ``Figure`` outside ``pyplot`` and shows it. A
+    failed computation keeps the last good figure and shows the message.
+    :meth:`hold` and :meth:`set` change several controls with one update.
+    Only widgets and APIs present in ipywidgets 7.7 (Colab) and 8 are used.
+
+    A subclass builds its controls in ``__init__`` between ``self._start()``
+    and ``self._finish(W, controls, rows, max_width)``, and implements the
+    hooks ``_compute()`` (the controls' values to the data, by the module's
+    pure function) and ``_status(data)`` (the status line for new data); it
+    may override ``_draw(fig, data)``, ``_sync_controls(data)`` and
+    ``_summary()``, and sets the class attributes ``figsize``, ``dpi``,
+    ``_margins``, ``_panels``, ``_update_errors`` and ``_missing_ipywidgets``.
+    :class:`KernelExplorer` is the example.
+
+    Attributes
+    ----------
+    controls : dict of str to ipywidgets.Widget
+        Setting a control's ``.value`` updates the explorer.
+    data
+        What is displayed now (``None`` before the first successful update).
+    error : str or None
+        The message of the last failed update, else ``None``.
+    n_updates : int
+        How many times the figure was recomputed.
+    last_update_seconds : float
+        Wall time of the last successful update (computation and drawing).
+    widget : ipywidgets.VBox
+        The whole explorer; displaying the explorer displays it.
+    """
+
+    #: Figure size in inches and resolution of the PNG.
+    figsize = (13.0, 3.8)
+    dpi = 80
+    #: ``Figure.subplots_adjust`` arguments (a fixed layout keeps a redraw cheap).
+    _margins: Dict[str, float] = {}
+    #: Rows and columns of panels passed to ``Figure.subplots`` by ``_draw``.
+    _panels = (1, 1)
+    #: Exceptions of ``_compute()`` that mean "these settings cannot be shown".
+    _update_errors: tuple = (ValueError, TypeError, RuntimeError)
+    #: The ImportError message when ipywidgets is missing.
+    _missing_ipywidgets = "this explorer needs ipywidgets: pip install ipywidgets."
+
+    # -- construction ------------------------------------------------------------
+    def _start(self):
+        """Import ipywidgets (a clear ImportError if missing) and reset the state; returns the module."""
+        W = _require_ipywidgets(self._missing_ipywidgets)
+        self.error: Optional[str] = None
+        self.n_updates = 0
+        self.last_update_seconds = float("nan")
+        self._hold = 0
+        self._pending = False
+        return W
+
+    def _finish(self, W, controls: Dict[str, Any], rows: Sequence[Any], max_width: str) -> None:
+        """Observe the controls, lay out ``rows`` above the status line and the image, draw once."""
+        self.controls: Dict[str, Any] = controls
+        for c in controls.values():
+            c.observe(self._on_change, names="value")
+        self.image = W.Image(format="png", layout=W.Layout(width="100%", max_width=max_width))
+        self.status = W.HTML()
+        self.widget = W.VBox([*rows, self.status, self.image])
+        self.data: Any = None
+        self.update()
+
+    # -- batching ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Change several controls with a single update at the end of the ``with`` block."""
+        self._hold += 1
+        try:
+            yield
+        finally:
+            self._hold -= 1
+            if self._hold == 0 and self._pending:
+                self.update()
+
+    def set(self, **values: Any):
+        """Set several controls at once (one update); returns the new :attr:`data`."""
+        unknown = sorted(set(values) - set(self.controls))
+        if unknown:
+            raise TypeError(f"unknown control(s) {unknown}; the controls are {list(self.controls)}.")
+        with self.hold():
+            for k, v in values.items():
+                self.controls[k].value = v
+        return self.data
+
+    def _on_change(self, change: Mapping[str, Any]) -> None:
+        if self._hold:
+            self._pending = True
+        else:
+            self.update()
+
+    # -- the update --------------------------------------------------------------
+    def update(self) -> None:
+        """Recompute with the controls' values and redraw (called on every change)."""
+        self._pending = False
+        t0 = time.perf_counter()
+        try:
+            data = self._compute()
+        except self._update_errors as err:
+            self.error = str(err)
+            self.status.value = f'<span style="color:#b00">Cannot update: {_html_escape(self.error)}</span>'
+            return
+        self.error = None
+        self._sync_controls(data)
+        self.image.value = self._render(data)
+        self.data = data
+        self.n_updates += 1
+        self.last_update_seconds = time.perf_counter() - t0
+        self.status.value = self._status(data)
+
+    def _compute(self) -> Any:
+        """The data for the controls' values (raise one of ``_update_errors`` for bad settings)."""
+        raise NotImplementedError
+
+    def _status(self, data: Any) -> str:
+        """The status line (HTML) for newly shown data."""
+        raise NotImplementedError
+
+    def _sync_controls(self, data: Any) -> None:
+        """Adjust the controls to newly computed data (before it is drawn); nothing by default."""
+
+    def _draw(self, fig, data: Any) -> None:
+        """Draw ``data`` on the empty figure ``fig``: by default ``data.plot`` on ``_panels`` axes."""
+        data.plot(fig.subplots(*self._panels))
+
+    def _render(self, data: Any) -> bytes:
+        # A fresh Figure outside pyplot (no figure piles up, no backend needed).
+        import matplotlib
+        from matplotlib.figure import Figure
+
+        from .plotting import STYLE
+
+        with matplotlib.rc_context(STYLE):
+            fig = Figure(figsize=self.figsize, dpi=self.dpi)
+            fig.subplots_adjust(**self._margins)
+            self._draw(fig, data)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=self.dpi)
+        return buf.getvalue()
+
+    # -- display -------------------------------------------------------------
+    def display(self) -> None:
+        """Show the explorer in the notebook."""
+        from IPython.display import display
+
+        display(self.widget)
+
+    def _repr_mimebundle_(self, **kwargs: Any):
+        # The widget view (ipywidgets 8 has _repr_mimebundle_; 7, as on Colab, does not).
+        bundle = {
+            "application/vnd.jupyter.widget-view+json": {
+                "version_major": 2, "version_minor": 0, "model_id": self.widget.model_id,
+            }
+        }
+        # Frontends without a widget manager show the current figure instead.
+        if self.image.value:
+            import base64
+
+            bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
+        bundle["text/plain"] = self._plain_text()
+        return bundle
+
+    def _summary(self) -> str:
+        return self.data.summary() if self.data else "no data"
+
+    def _plain_text(self) -> str:
+        return f"{type(self).__name__}({self._summary()})"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self._summary()}>"
+
+
+class KernelExplorer(WidgetExplorer):
     """An interactive explorer: one control per setting, one figure that follows them.
 
     Every change of a control calls :func:`explore` with the controls' values
     and redraws the figure (an ``ipywidgets.Image`` holding a PNG, so a saved
     notebook or a static page keeps the picture). Sliders update when released.
+    :meth:`~WidgetExplorer.update`, :meth:`~WidgetExplorer.hold` and
+    :meth:`~WidgetExplorer.display` come from :class:`WidgetExplorer`.
 
     Parameters
     ----------
@@ -498,23 +694,21 @@ class KernelExplorer:
     #: Figure size in inches and resolution of the PNG.
     figsize = (13.0, 3.8)
     dpi = 80
+    _margins = dict(left=0.05, right=0.985, bottom=0.14, top=0.84, wspace=0.42)
+    _panels = (1, 3)
+    _missing_ipywidgets = _IPYWIDGETS_HINT
 
     def __init__(self, settings: Union[ExplorerSettings, Mapping[str, Any], None] = None, *,
                  device: Union[str, torch.device, None] = None, **changes: Any) -> None:
-        W = _require_ipywidgets()
+        W = self._start()
         s = _settings(settings, changes)
         self.device = device
-        self.error: Optional[str] = None
-        self.n_updates = 0
-        self.last_update_seconds = float("nan")
-        self._hold = 0
-        self._pending = False
         self._n_eigenfunctions = s.n_eigenfunctions
 
         style = {"description_width": "70px"}
         slider = dict(continuous_update=False, style=style, layout=W.Layout(width="260px"))
         widths = sorted({16, 32, 64, 128, 256, 512, 1024, 2048, s.width})
-        self.controls: Dict[str, Any] = {
+        c: Dict[str, Any] = {
             "model": W.Dropdown(options=list(MODELS), value=s.model, description="model",
                                 style=style, layout=W.Layout(width="200px")),
             "kernel": W.ToggleButtons(options=[("feature Gram", "feature"), ("CK", "CK"), ("NTK", "NTK")],
@@ -535,22 +729,12 @@ class KernelExplorer:
             "dtype": W.Dropdown(options=list(_DTYPES), value=s.dtype, description="dtype",
                                 style=style, layout=W.Layout(width="200px")),
         }
-        for c in self.controls.values():
-            c.observe(self._on_change, names="value")
-        self.image = W.Image(format="png", layout=W.Layout(width="100%", max_width="1040px"))
-        self.status = W.HTML()
-        c = self.controls
-        self.widget = W.VBox([
+        self._finish(W, c, [
             W.HBox([c["model"], c["activation"], c["dtype"], c["seed"]]),
             c["kernel"],
             W.HBox([c["scale"], c["width"], c["depth"], c["n_points"]], layout=W.Layout(flex_flow="row wrap")),
-            self.status,
-            self.image,
-        ])
-        self.data: ExplorerData = None  # type: ignore[assignment]
-        self.update()
+        ], max_width="1040px")
 
-    # -- settings <-> controls -------------------------------------------------
     @property
     def settings(self) -> ExplorerSettings:
         """The settings the controls show now."""
@@ -558,104 +742,35 @@ class KernelExplorer:
         values["n_eigenfunctions"] = min(self._n_eigenfunctions, values["n_points"])
         return ExplorerSettings(**values)
 
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """Change several controls with a single update at the end of the ``with`` block."""
-        self._hold += 1
-        try:
-            yield
-        finally:
-            self._hold -= 1
-            if self._hold == 0 and self._pending:
-                self.update()
-
     def set(self, **values: Any) -> ExplorerData:
         """Set several controls at once (one update); returns the new :attr:`data`."""
-        unknown = sorted(set(values) - set(self.controls))
-        if unknown:
-            raise TypeError(f"unknown control(s) {unknown}; the controls are {list(self.controls)}.")
-        with self.hold():
-            for k, v in values.items():
-                self.controls[k].value = v
-        return self.data
+        return super().set(**values)
 
-    def _on_change(self, change: Mapping[str, Any]) -> None:
-        if self._hold:
-            self._pending = True
-        else:
-            self.update()
+    def _compute(self) -> ExplorerData:
+        return explore(self.settings, device=self.device)
 
-    # -- the update --------------------------------------------------------------
-    def update(self) -> None:
-        """Recompute with the controls' values and redraw (called on every change)."""
-        self._pending = False
-        t0 = time.perf_counter()
-        try:
-            s = self.settings
-            data = explore(s, device=self.device)
-        except (ValueError, TypeError, RuntimeError) as err:
-            self.error = str(err)
-            self.status.value = f'<span style="color:#b00">Cannot update: {_html_escape(self.error)}</span>'
-            return
-        self.error = None
+    def _sync_controls(self, data: ExplorerData) -> None:
+        # Grey out the controls this model ignores.
         for name, c in self.controls.items():
             if name in ("scale", "depth", "activation"):
-                c.disabled = name in s.unused
-        self.image.value = self._render(data)
-        self.data = data
-        self.n_updates += 1
-        self.last_update_seconds = time.perf_counter() - t0
-        self.status.value = (
+                c.disabled = name in data.settings.unused
+
+    def _status(self, data: ExplorerData) -> str:
+        return (
             f"{_html_escape(data.description)} &mdash; N = {len(data.x)}, numerical rank "
             f"<b>{data.numerical_rank}</b>, effective rank <b>{data.effective_rank:.1f}</b> "
             f"(update {self.last_update_seconds:.2f} s)"
         )
 
-    def _render(self, data: ExplorerData) -> bytes:
-        # A fresh Figure outside pyplot (no figure piles up, no backend needed). A
-        # fixed layout and plain log-axis tick labels keep a redraw cheap: the
-        # constrained layout and mathtext tick labels cost more than the kernel.
-        import matplotlib
+    def _draw(self, fig, data: ExplorerData) -> None:
+        # Plain log-axis tick labels keep a redraw cheap: the constrained layout
+        # and mathtext tick labels cost more than the kernel.
         from matplotlib import ticker
-        from matplotlib.figure import Figure
 
-        from .plotting import STYLE
-
-        with matplotlib.rc_context(STYLE):
-            fig = Figure(figsize=self.figsize, dpi=self.dpi)
-            fig.subplots_adjust(left=0.05, right=0.985, bottom=0.14, top=0.84, wspace=0.42)
-            axes = fig.subplots(1, 3)
-            data.plot(axes)
-            axes[1].yaxis.set_major_formatter(ticker.LogFormatter(labelOnlyBase=True))
-            axes[1].yaxis.set_minor_locator(ticker.NullLocator())
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=self.dpi)
-        return buf.getvalue()
-
-    # -- display -------------------------------------------------------------
-    def display(self) -> None:
-        """Show the explorer in the notebook."""
-        from IPython.display import display
-
-        display(self.widget)
-
-    def _repr_mimebundle_(self, **kwargs: Any):
-        # The widget view (ipywidgets 8 has _repr_mimebundle_; 7, as on Colab, does not).
-        bundle = {
-            "application/vnd.jupyter.widget-view+json": {
-                "version_major": 2, "version_minor": 0, "model_id": self.widget.model_id,
-            }
-        }
-        # Frontends without a widget manager show the current figure instead.
-        if self.image.value:
-            import base64
-
-            bundle.setdefault("image/png", base64.b64encode(self.image.value).decode("ascii"))
-        bundle["text/plain"] = f"KernelExplorer({self.data.summary() if self.data else 'no data'})"
-        return bundle
-
-    def __repr__(self) -> str:
-        return f"<KernelExplorer: {self.data.summary() if self.data else 'no data'}>"
+        axes = fig.subplots(*self._panels)
+        data.plot(axes)
+        axes[1].yaxis.set_major_formatter(ticker.LogFormatter(labelOnlyBase=True))
+        axes[1].yaxis.set_minor_locator(ticker.NullLocator())
 
 
 def _html_escape(s: str) -> str:
