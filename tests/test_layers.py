@@ -15,10 +15,7 @@ NAMES = ["relu", "leaky_relu(0.2)", "abs", "step", "identity", "erf", "sin", "co
          "sigmoid", "softplus", "silu", "elu"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with ns.torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # small kernels: see conftest.py
 
 
 def _rule(name):

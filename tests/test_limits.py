@@ -17,10 +17,7 @@ from neuralspec import analytic as A
 from limit_reference import stax_ntk_param
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with ns.torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # small kernels: see conftest.py
 
 
 def _circle(n, offset=0.3):

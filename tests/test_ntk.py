@@ -13,14 +13,7 @@ ntk_module = importlib.import_module("neuralspec.ntk")
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These kernels are small: one intra-op thread is faster, and it avoids OpenMP
-    barrier stalls (tens of ms per op) when other processes load the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small kernels: see conftest.py
 
 
 # ---------------------------------------------------------------------------

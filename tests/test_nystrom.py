@@ -8,10 +8,7 @@ from neuralspec.nystrom import eigenpair_residuals, kernel_columns, nystrom_eige
 from neuralspec.scale import DenseKernelOperator
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with ns.torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # small kernels: see conftest.py
 
 
 def known_spectrum(n=600, decay=1.5, seed=0):

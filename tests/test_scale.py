@@ -23,13 +23,7 @@ from neuralspec.scale import (
 RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matrices: one thread is faster, and immune to a busy machine's contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small kernels: see conftest.py
 N = 150
 K_TOP = 5
 

@@ -19,12 +19,7 @@ from reference import reference_ntk, rel_err
 TOL = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small kernels: see conftest.py
 
 
 def cnn(out=1):
