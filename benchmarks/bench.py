@@ -307,8 +307,11 @@ def _measure(spec: Dict) -> Dict:
         _sync(device)
         out["seconds_kernel"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        evals, evecs, info = scale.top_eigenpairs(op, k, method=spec.get("solver", "lanczos"),
-                                                  return_info=True, progress=show, check=False)
+        solver = spec.get("solver", "lanczos")
+        extra_kw = ({"landmarks": spec.get("landmarks"), "oversample": spec.get("oversample")}
+                    if solver == "nystrom" else {})
+        evals, evecs, info = scale.top_eigenpairs(op, k, method=solver, return_info=True, progress=show,
+                                                  check=False, **extra_kw)
         _sync(device)
         out["seconds_eig"] = time.perf_counter() - t1
         out["n_products"] = info["n_products"]
@@ -494,6 +497,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--huge-solvers", default="nystrom,lanczos",
                    help="solvers for the matrix-free N = huge-n run (comma-separated; default nystrom,lanczos)")
     p.add_argument("--gemm-n", type=int, default=4096, help="size of the GEMM that measures the machine's rate")
+    p.add_argument("--nystrom-landmarks", type=int, default=None, help="Nystrom landmarks (default: the library's)")
+    p.add_argument("--nystrom-oversample", type=int, default=None, help="Nystrom oversampling (default: the library's)")
     p.add_argument("--huge-n", type=int, default=100000)
     p.add_argument("--huge-k", type=int, default=10)
     p.add_argument("--no-residuals", action="store_true",
@@ -736,6 +741,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                   f"skipped: needs ~{est / 1024:.1f} GB > cap"])
                     continue
             r = _run(dict(common, kind=kind, width=1024, n=n, k=k, solver=solver,
+                          landmarks=args.nystrom_landmarks, oversample=args.nystrom_oversample,
                           residuals=not args.no_residuals, progress=True), isolate,
                      max(args.timeout, 3600.0))
             if "error" in r:

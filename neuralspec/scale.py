@@ -916,6 +916,7 @@ def top_eigenpairs(
     return_info: bool = False,
     landmarks: Optional[int] = None,
     refine: int = 3,
+    oversample: Optional[int] = None,
 ):
     r"""The ``k`` largest eigenpairs of a symmetric (PSD) kernel, by Lanczos, LOBPCG or Nyström.
 
@@ -973,6 +974,9 @@ def top_eigenpairs(
     refine : int
         Nyström only: maximum rounds of subspace iteration after the first
         Rayleigh–Ritz step.
+    oversample : int, optional
+        Nyström only: extra vectors in the refined block beyond ``k``; default
+        ``max(5, k // 2)``. Each costs one exact product per round.
 
     Returns
     -------
@@ -986,8 +990,8 @@ def top_eigenpairs(
     """
     if method not in TOPK_METHODS:
         raise ValueError(f"method must be one of {TOPK_METHODS}; got {method!r}.")
-    if method != "nystrom" and landmarks is not None:
-        raise ValueError(f"landmarks applies to method='nystrom' only; got method={method!r}.")
+    if method != "nystrom" and (landmarks is not None or oversample is not None):
+        raise ValueError(f"landmarks and oversample apply to method='nystrom' only; got method={method!r}.")
     op, kind = _as_operator(K_or_operator, check)
     n = op.shape[0]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (1 <= k < n):
@@ -1024,6 +1028,7 @@ def top_eigenpairs(
             from .nystrom import nystrom_eigenpairs
 
             evals, evecs, extra = nystrom_eigenpairs(op, k, landmarks=landmarks, refine=refine,
+                                                     oversample=oversample,
                                                      tol=1e-3 if tol is None else tol, seed=seed, bar=bar)
             if not extra["converged"]:
                 import warnings

@@ -91,5 +91,15 @@ def test_bad_inputs_name_the_argument(kwargs, match):
 
 def test_landmarks_only_with_nystrom():
     K, _, _ = known_spectrum(n=100)
-    with pytest.raises(ValueError, match="landmarks applies"):
+    with pytest.raises(ValueError, match="landmarks and oversample apply"):
         ns.top_eigenpairs(K, 3, landmarks=50)
+    with pytest.raises(ValueError, match="landmarks and oversample apply"):
+        ns.top_eigenpairs(K, 3, oversample=2)
+
+
+def test_oversample_sets_the_block_size():
+    K, lam, _ = known_spectrum(n=300, decay=3.0)
+    _, _, info = ns.top_eigenpairs(K, 4, method="nystrom", landmarks=100, oversample=0, return_info=True)
+    assert info["subspace"] == 4 and info["exact_products"] == 4 * info["refine_rounds"]
+    with pytest.raises(ValueError, match="oversample"):
+        ns.top_eigenpairs(K, 4, method="nystrom", oversample=-1)
