@@ -285,7 +285,7 @@ def render_directive(name: str, arg: str, opts: Dict[str, str], body: str, ctx: 
         return _quote(f"**{title}**\n\n{body.strip()}")
     if name in ("exercise", "exercise-start"):
         label = opts.get("label", "")
-        k = ctx.exercises.get(label) or (len(ctx.exercises) + 1)
+        k = ctx.exercises.get(label) or (max(ctx.exercises.values(), default=0) + 1)
         anchor = f'\n<a id="{label}"></a>' if label else ""
         title = f"Exercise {k}" + (f": {arg}" if arg else "")
         return f"### {title}{anchor}\n\n{body.strip()}"
@@ -319,27 +319,30 @@ def render_directive(name: str, arg: str, opts: Dict[str, str], body: str, ctx: 
     raise ValueError(f"{ctx.page}: no plain-Markdown form for the directive {{{name}}}")
 
 
-def number_equations(cells: List[dict]) -> Dict[str, int]:
+def number_equations(cells: List[dict], start: int = 0) -> Dict[str, int]:
+    """Labelled equations, numbered in order from ``start + 1`` (the book numbers them
+    across all chapters, in the order of the table of contents)."""
     eq: Dict[str, int] = {}
     for c in cells:
         if c["cell_type"] != "markdown":
             continue
         src = "".join(c["source"])
         for m in DISPLAY_LABEL.finditer(src):
-            eq.setdefault(m.group("label"), len(eq) + 1)
+            eq.setdefault(m.group("label"), start + len(eq) + 1)
         for m in re.finditer(r"```\{math\}[^\n]*\n:label:\s*([\w.:-]+)", src):
-            eq.setdefault(m.group(1), len(eq) + 1)
+            eq.setdefault(m.group(1), start + len(eq) + 1)
     return eq
 
 
-def number_exercises(cells: List[dict]) -> Dict[str, int]:
+def number_exercises(cells: List[dict], start: int = 0) -> Dict[str, int]:
+    """Exercise labels, numbered from ``start + 1`` (sphinx-exercise numbers them across the book)."""
     ex: Dict[str, int] = {}
     for c in cells:
         if c["cell_type"] != "markdown":
             continue
         for m in re.finditer(r"```\{exercise(?:-start)?\}[^\n]*\n((?::[\w-]+:[^\n]*\n)*)", "".join(c["source"])):
             lab = re.search(r":label:\s*(\S+)", m.group(1))
-            ex[lab.group(1) if lab else f"_anon{len(ex)}"] = len(ex) + 1
+            ex[lab.group(1) if lab else f"_anon{len(ex)}"] = start + len(ex) + 1
     return ex
 
 
@@ -397,11 +400,13 @@ def _new_cell(cell_type: str, source: str, cid: str, metadata: Optional[dict] = 
 
 def convert_notebook(nb: dict, rel: str, cfg: Config, bib: Dict[str, dict],
                      labels: Dict[str, Tuple[str, str]],
-                     all_equations: Optional[Dict[str, Tuple[str, int]]] = None) -> dict:
+                     all_equations: Optional[Dict[str, Tuple[str, int]]] = None,
+                     exercise_start: int = 0) -> dict:
     page = rel[:-len(".ipynb")]
     ctx = Context(cfg, bib, page, labels, all_equations=all_equations or {})
-    ctx.equations = number_equations(nb["cells"])
-    ctx.exercises = number_exercises(nb["cells"])
+    ctx.equations = ({lab: n for lab, (pg, n) in all_equations.items() if pg == page} if all_equations
+                     else number_equations(nb["cells"]))
+    ctx.exercises = number_exercises(nb["cells"], start=exercise_start)
     state = {"in_solution": False}
     cells: List[dict] = []
     collapsed: List[str] = []
@@ -484,11 +489,15 @@ def build(root: Path = ROOT) -> Dict[str, str]:
     pages = chapter_files(root)
     labels = collect_labels(root, pages)
     notebooks = {rel: json.loads((root / rel).read_text()) for rel in pages}
-    all_eq = {lab: (rel[:-len(".ipynb")], n) for rel, nb in notebooks.items()
-              for lab, n in number_equations(nb["cells"]).items()}
+    all_eq: Dict[str, Tuple[str, int]] = {}
+    for rel, nb in notebooks.items():  # numbered across the book, as Jupyter Book does
+        for lab, n in number_equations(nb["cells"], start=len(all_eq)).items():
+            all_eq[lab] = (rel[:-len(".ipynb")], n)
     out = {}
+    n_exercises = 0
     for rel, nb in notebooks.items():
-        ed = convert_notebook(nb, rel, cfg, bib, labels, all_eq)
+        ed = convert_notebook(nb, rel, cfg, bib, labels, all_eq, exercise_start=n_exercises)
+        n_exercises += len(number_exercises(nb["cells"]))
         bad = raw_myst(ed)
         if bad:
             raise ValueError(f"{rel}: raw MyST left in the edition: {sorted(set(bad))}")
