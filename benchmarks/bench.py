@@ -491,7 +491,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", default=None,
                    help="comma-separated subset of ntk,eig,large,explorer to run (default "
                         "ntk,eig,explorer, plus large with --large)")
-    p.add_argument("--large-n", type=int, default=20000)
+    p.add_argument("--large-n", type=int, default=20000, help="N of the held-kernel run (0 skips it)")
     p.add_argument("--large-k", type=int, default=50)
     p.add_argument("--large-solver", choices=["lanczos", "lobpcg"], default="lanczos")
     p.add_argument("--huge-solvers", default="nystrom,lanczos",
@@ -729,7 +729,8 @@ def main(argv: Optional[List[str]] = None) -> int:
              f"`{_mf_mode_name(args.in_features)}` products, layer factors cached up to 1 GiB.")
         emit()
         lrows: List[List[str]] = []
-        runs = [("large_dense", args.large_n, args.large_k, "kernel held once (ntk_operator)", args.large_solver)]
+        runs = ([("large_dense", args.large_n, args.large_k, "kernel held once (ntk_operator)", args.large_solver)]
+                if args.large_n > 0 else [])  # --large-n 0: only the matrix-free runs
         for solver in [t.strip() for t in args.huge_solvers.split(",") if t.strip()]:
             runs.append(("large_mf", args.huge_n, args.huge_k,
                          f"matrix-free (ntk_operator(matrix_free=True)), {solver}", solver))
