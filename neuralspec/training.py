@@ -310,10 +310,13 @@ class _KernelRecorder:
                                  or not 1 <= rank <= n):
             raise ValueError(f"kernel_rank must be None or an integer in [1, N] = [1, {n}]; got {rank!r}.")
         self.model, self.xt, self.rank = model, xt, None if rank is None else int(rank)
-        self.steps = np.unique(np.concatenate([np.arange(0, steps + 1, int(every)), [steps]])).astype(np.int64)
+        self.steps = _record_steps(steps, every, None).astype(np.int64)  # the same schedule as the residuals'
         self.pos = {int(s): i for i, s in enumerate(self.steps)}
         S = len(self.steps)
         if self.rank is None:
+            from .memory import check_kernel_memory
+
+            check_kernel_memory(n, S * n, torch.float64, "cpu", "train(record_kernel_every)", factor=1.0)
             self.kernels = np.empty((S, n, n))
         else:
             self.eigvals, self.eigvecs = np.empty((S, self.rank)), np.empty((S, n, self.rank))
