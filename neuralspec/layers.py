@@ -348,6 +348,11 @@ class ActivationRule:
         For :math:`\phi(u) = \alpha u + \beta\,\mathrm{relu}(u)` (relu,
         leaky_relu, abs, identity): ``(alpha, beta)``. Lets the limit use the
         exact (non-Gaussian) first layer of PyTorch's uniform init.
+    derivative_from_output : callable, optional
+        ``derivative_from_output(y) -> phi'(z)`` where ``y = phi(z)``, for the
+        activations whose derivative is a function of their value (relu:
+        ``y > 0``; tanh: ``1 - y^2``; sigmoid: ``y (1 - y)``). Lets the
+        matrix-free NTK rebuild a layer's gradient factor instead of storing it.
 
     Calling the rule applies ``forward``.
     """
@@ -359,7 +364,8 @@ class ActivationRule:
                  diagonal: Optional[Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]] = None,
                  linear_relu: Optional[Tuple[float, float]] = None,
                  step: bool = False, smooth: bool = False,
-                 both: Optional[Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]] = None) -> None:
+                 both: Optional[Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]] = None,
+                 derivative_from_output: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
         if not callable(forward):
             raise TypeError(f"forward must be callable; got {forward!r}.")
         for v, n in [(derivative, "derivative"), (kernel, "kernel"), (conditional, "conditional"),
@@ -376,6 +382,7 @@ class ActivationRule:
         self.step = step
         self.smooth = bool(smooth)
         self._both = both
+        self.derivative_from_output = derivative_from_output
 
     def __repr__(self) -> str:
         return f"ActivationRule({self.name!r}, kernel map: {self.method})"
@@ -557,7 +564,8 @@ def _elu_conditional(alpha: float):
 def _relu_rule() -> ActivationRule:
     k, dg = _linear_relu_kernel(0.0, 1.0)
     return ActivationRule("relu", torch.relu, derivative=lambda z: (z > 0).to(z.dtype),
-                          kernel=k, diagonal=dg, linear_relu=(0.0, 1.0))
+                          kernel=k, diagonal=dg, linear_relu=(0.0, 1.0),
+                          derivative_from_output=lambda y: (y > 0).to(y.dtype))
 
 
 def _leaky_rule(slope: float) -> ActivationRule:
@@ -565,7 +573,10 @@ def _leaky_rule(slope: float) -> ActivationRule:
     k, dg = _linear_relu_kernel(a, 1.0 - a)
     return ActivationRule(f"leaky_relu({a:g})", lambda z: torch.nn.functional.leaky_relu(z, a),
                           derivative=lambda z: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, a)),
-                          kernel=k, diagonal=dg, linear_relu=(a, 1.0 - a))
+                          kernel=k, diagonal=dg, linear_relu=(a, 1.0 - a),
+                          derivative_from_output=(lambda y: torch.where(y > 0, torch.ones_like(y),
+                                                                        torch.full_like(y, a)))
+                          if a > 0 else None)
 
 
 def _abs_rule() -> ActivationRule:
@@ -629,7 +640,8 @@ def _tanh_rule() -> ActivationRule:
         y = torch.tanh(z)
         return y, 1 - y * y
 
-    return ActivationRule("tanh", torch.tanh, derivative=d, smooth=True, both=both)
+    return ActivationRule("tanh", torch.tanh, derivative=d, smooth=True, both=both,
+                          derivative_from_output=lambda y: 1 - y * y)
 
 
 def _sigmoid_rule() -> ActivationRule:
@@ -641,7 +653,8 @@ def _sigmoid_rule() -> ActivationRule:
         y = torch.sigmoid(z)
         return y, y * (1 - y)
 
-    return ActivationRule("sigmoid", torch.sigmoid, derivative=d, smooth=True, both=both)
+    return ActivationRule("sigmoid", torch.sigmoid, derivative=d, smooth=True, both=both,
+                          derivative_from_output=lambda y: y * (1 - y))
 
 
 def _softplus_rule(beta: float = 1.0, threshold: float = 20.0) -> ActivationRule:

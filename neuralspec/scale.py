@@ -72,7 +72,11 @@ TOPK_METHODS = ("lanczos", "lobpcg", "nystrom")
 _MF_CHUNK_CPU = 4096
 _MF_CHUNK_CUDA = 65536
 # Memory for the cached per-layer factors of the structured matrix-free NTK.
-_MF_CACHE_BYTES = 2**30
+_MF_CACHE_BYTES = 2 * 2**30
+# Elements of one (points x vectors x width) temporary of a structured block product.
+_MF_TEMP_ELEMENTS = 2**23
+# Vectors per sweep of a structured block product.
+_MF_GROUP = 16
 # Row-block size (bytes of one block) for the block-wise kernel operator.
 _BLOCK_BYTES = 128 * 2**20
 # Sizes from which a progress bar is shown by default: a held kernel of
@@ -262,6 +266,28 @@ def _structured_ops(model: nn.Module):
         return None, f"the structured plan is unavailable ({err})"
 
 
+def _rebuildable_deltas(ops, n_outputs: int, max_width: int = 16) -> Dict[int, Tuple[int, object]]:
+    """Trainable linear ops ``i`` whose gradient factor the matrix-free NTK rebuilds instead of storing.
+
+    ``i`` qualifies when the next ops are one activation whose derivative is a function of its
+    output (``ActivationRule.derivative_from_output``) and a trainable linear op ``j`` with
+    ``pre == 1`` and ``n_outputs * out_j <= max_width``: then
+    :math:`\delta_i = (\delta_j W_j s_j) \odot \phi'(h_j)` costs little and ``h_j`` is cached anyway.
+    Returns ``{i: (j, activation op)}``.
+    """
+    from .layers import _ActOp, _LinearOp
+
+    out: Dict[int, Tuple[int, object]] = {}
+    for i in range(len(ops) - 2):
+        op, act, nxt = ops[i], ops[i + 1], ops[i + 2]
+        if (isinstance(op, _LinearOp) and op.trainable and isinstance(act, _ActOp)
+                and getattr(act.fn, "derivative_from_output", None) is not None
+                and isinstance(nxt, _LinearOp) and nxt.trainable and nxt.pre == 1.0
+                and n_outputs * nxt.out_features <= max_width and (i + 2) not in out):
+            out[i] = (i + 2, act)
+    return out
+
+
 class MatrixFreeNTKOperator(KernelOperator):
     r"""The NTK of a model, multiplied without forming it: :math:`\Theta V = \sum_o J_o (J_o^\top V)`.
 
@@ -354,6 +380,11 @@ class MatrixFreeNTKOperator(KernelOperator):
         self.mode = "autodiff"
         if mode != "autodiff":
             self._ops, why = _structured_ops(model)
+            if self._ops is not None:
+                from .layers import _LinearOp
+
+                self._first = min(i for i, op in enumerate(self._ops) if isinstance(op, _LinearOp) and op.trainable)
+                self._rebuild = _rebuildable_deltas(self._ops, self.n_outputs)
             if self._ops is not None and x.dim() != 2:
                 self._ops, why = None, (f"its inputs are not flat vectors (x of shape {tuple(x.shape)}); "
                                         "the structured product takes (N, d) inputs")
@@ -378,69 +409,140 @@ class MatrixFreeNTKOperator(KernelOperator):
     def _cached_points(self) -> int:
         return sum(b - a for a, b in self._cache)
 
+    def _first_input(self, a: int, b: int) -> torch.Tensor:
+        """The input of the first trainable linear layer on points ``a:b``, from ``x`` through the
+        frozen layers before it (not cached: rebuilding it costs little, storing it a row per point)."""
+        h = self.x[a:b]
+        first = self._first
+        for op in self._ops[:first]:
+            h = op(h)
+        pre = self._ops[first].pre
+        return h if pre == 1.0 else pre * h
+
     def _factors(self, a: int, b: int) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
         """Per trainable linear layer ``i``: ``(h_i, delta_i)`` on points ``a:b``, cached within budget.
 
-        The cache is one preallocated ``(n_cache, width)`` tensor per factor, filled chunk by
-        chunk: cached chunks are views into it, so the cache neither fragments the heap nor
-        outgrows ``cache_bytes``.
+        The cache is one preallocated ``(n_cache, width)`` tensor per stored factor, filled
+        chunk by chunk: cached chunks are views into it, so the cache neither fragments the
+        heap nor outgrows ``cache_bytes``. Two factors are rebuilt on each use instead of
+        stored: the first layer's input, from ``x`` through the frozen layers before it
+        (:meth:`_first_input`), and the gradient factor of a layer followed by an activation
+        whose derivative is a function of its value and by a narrow layer
+        (:func:`_rebuildable_deltas`; e.g. the last hidden layer of a ReLU net), from that
+        layer's factors at :math:`2\,O\,\text{out}\,\text{in}` flops per point.
         """
         key = (a, b)
         if key in self._cache:
-            return self._cache[key]
+            return self._complete(a, b, self._cache[key])
         from .ntk import _structured_features
 
-        feats, _ = _structured_features(self._ops, self.x[a:b])
-        if self._store is None:  # first chunk: size the cache from the factors' widths
-            per_point = sum((h.shape[1] + d.shape[1]) * h.element_size() for h, d in feats.values())
+        with torch.no_grad():
+            feats, _ = _structured_features(self._ops, self.x[a:b])
+        first, rebuild = self._first, self._rebuild
+        if self._store is None:  # first chunk: size the cache from the stored factors' widths
+            per_point = sum(((h.shape[1] if i != first else 0) + (d.shape[1] if i not in rebuild else 0))
+                            * h.element_size() for i, (h, d) in feats.items())
             n_cache = min(self.shape[0], self.cache_bytes // max(1, per_point))
             if n_cache < self.shape[0]:  # whole chunks only (chunks start at multiples of chunk_size)
                 n_cache -= n_cache % self.chunk_size
-            self._store = {i: (torch.empty(n_cache, h.shape[1], dtype=h.dtype, device=h.device),
-                               torch.empty(n_cache, d.shape[1], dtype=d.dtype, device=d.device))
+            self._store = {i: (torch.empty(n_cache, h.shape[1], dtype=h.dtype, device=h.device)
+                               if i != first else None,
+                               torch.empty(n_cache, d.shape[1], dtype=d.dtype, device=d.device)
+                               if i not in rebuild else None)
                            for i, (h, d) in feats.items()} if n_cache > 0 else {}
             self._n_cache = n_cache
         if b <= self._n_cache:
             cached = {}
             for i, (h, d) in feats.items():
                 H, D = self._store[i]
-                H[a:b].copy_(h)
-                D[a:b].copy_(d)
-                cached[i] = (H[a:b], D[a:b])
+                if H is not None:
+                    H[a:b].copy_(h)
+                    self._cached_bytes += h.numel() * h.element_size()
+                if D is not None:
+                    D[a:b].copy_(d)
+                    self._cached_bytes += d.numel() * d.element_size()
+                cached[i] = (H[a:b] if H is not None else None, D[a:b] if D is not None else None)
             self._cache[key] = cached
-            self._cached_bytes += sum(h.numel() * h.element_size() + d.numel() * d.element_size()
-                                      for h, d in feats.values())
-            return cached
         return feats
+
+    def _complete(self, a: int, b: int, cached) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
+        """The factors of a cached chunk, with the ones not stored rebuilt (see :meth:`_factors`)."""
+        out = dict(cached)
+        first = self._first
+        out[first] = (self._first_input(a, b), cached[first][1])
+        for i in sorted(self._rebuild, reverse=True):  # later layers first: a rebuilt delta may feed one
+            nxt, act = self._rebuild[i]
+            op = self._ops[nxt]
+            h_next, d_next = out[nxt]
+            n = h_next.shape[0]
+            g = torch.matmul(d_next.reshape(n, self.n_outputs, -1), op.module.weight.detach())
+            if op.ws != 1.0:
+                g = g * op.ws
+            g = g * act.fn.derivative_from_output(h_next).reshape(n, 1, -1)
+            out[i] = (out[i][0], g.reshape(n, -1))
+        return out
 
     def _structured_matmat(self, V: torch.Tensor, blocks) -> torch.Tensor:
         n, b = V.shape
         M: Dict[int, torch.Tensor] = {}
         mb: Dict[int, torch.Tensor] = {}
+        # Temporaries of (points x b x width) are bounded by slicing each chunk.
+        widest = max(d.shape[1] for _, d in self._factors(*blocks[0]).values()) if blocks else 1
+
+        def slices(nc):
+            step = max(64, _MF_TEMP_ELEMENTS // max(1, b * widest))
+            return [(s, min(nc, s + step)) for s in range(0, nc, step)]
+
         # pass 1: M_i = sum_points (delta_i * v) h_i^T and m_i = sum_points delta_i v, per vector
         for a, c in blocks:
-            Vc = V[a:c]
             for i, (h, d) in self._factors(a, c).items():
                 op = self._ops[i]
-                dv = (d[:, None, :] * Vc[:, :, None]).reshape(c - a, -1)  # (nc, b*A)
-                if op.w_train:
-                    t = dv.T @ h  # (b*A, C)
-                    M[i] = t if i not in M else M[i].add_(t)
-                if op.b_train:
-                    t = d.T @ Vc  # (A, b)
-                    mb[i] = t if i not in mb else mb[i].add_(t)
+                for s, e in slices(c - a):
+                    Vc, hs, ds = V[a + s:a + e], h[s:e], d[s:e]
+                    if op.w_train:
+                        dv = (ds[:, None, :] * Vc[:, :, None]).reshape(e - s, -1)  # (ns, b*A)
+                        if i not in M:
+                            M[i] = torch.zeros(dv.shape[1], hs.shape[1], dtype=V.dtype, device=V.device)
+                        M[i].addmm_(dv.T, hs)  # (b*A, C)
+                    if op.b_train:
+                        if i not in mb:
+                            mb[i] = torch.zeros(ds.shape[1], b, dtype=V.dtype, device=V.device)
+                        mb[i].addmm_(ds.T, Vc)  # (A, b)
         self._reduce([M[i] for i in sorted(M)] + [mb[i] for i in sorted(mb)])
         # pass 2: u = sum_i ws^2 <delta_i, M_i h_i> + bs^2 <delta_i, m_i>
         out = torch.zeros_like(V)
         for a, c in blocks:
-            acc = out[a:c]
             for i, (h, d) in self._factors(a, c).items():
                 op = self._ops[i]
-                if op.w_train:
-                    hm = (h @ M[i].T).reshape(c - a, b, -1)  # (nc, b, A)
-                    acc.add_((hm * d[:, None, :]).sum(-1), alpha=op.ws ** 2)
-                if op.b_train:
-                    acc.add_(d @ mb[i], alpha=op.bs ** 2)
+                for s, e in slices(c - a):
+                    acc, hs, ds = out[a + s:a + e], h[s:e], d[s:e]
+                    if op.w_train:
+                        hm = (hs @ M[i].T).reshape(e - s, b, -1)  # (ns, b, A)
+                        acc.add_(torch.einsum("nba,na->nb", hm, ds), alpha=op.ws ** 2)
+                    if op.b_train:
+                        acc.add_(ds @ mb[i], alpha=op.bs ** 2)
+        return out
+
+    def columns(self, z: torch.Tensor) -> torch.Tensor:
+        r"""The cross kernel :math:`\Theta(X, Z)` of the operator's points and ``m`` points ``z``, ``(N, m)``.
+
+        Structured mode: one GEMM per factor and layer on each chunk of cached factors,
+        :math:`2 N m \sum_l (\text{in}_l + \text{out}_l)` flops, far less per column than a
+        product (:math:`4P` flops per point). Otherwise :func:`~neuralspec.ntk.ntk`.
+        """
+        from .ntk import _structured_block, _structured_features, ntk
+
+        z = z.to(device=self.device, dtype=self.dtype)
+        if self.mode != "structured":
+            return ntk(self.model, self.x, z, method="jacobian", progress=False, outputs=self.outputs)
+        check_kernel_memory(self.shape[0], z.shape[0], self.dtype, self.device, "kernel_operator")
+        with torch.no_grad():
+            Fz, _ = _structured_features(self._ops, z)
+        out = torch.empty(self.shape[0], z.shape[0], dtype=self.dtype, device=self.device)
+        for a, c in _blocks(self.shape[0], self.chunk_size):
+            out[a:c] = _structured_block(self._ops, self._factors(a, c), Fz, split=False)["ntk"]
+        if self.outputs == "mean" and self.n_outputs != 1:
+            out.div_(self.n_outputs)
         return out
 
     def _structured_agrees(self) -> bool:
@@ -502,11 +604,12 @@ class MatrixFreeNTKOperator(KernelOperator):
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         if self.mode == "structured":
-            # fixed chunks (the cache is keyed by them); vectors in groups of 8 within a chunk
+            # fixed chunks (the cache is keyed by them); vectors in groups of _MF_GROUP, each group
+            # one pass-1 / pass-2 sweep (their per-layer sums take _MF_GROUP * P numbers)
             out = torch.empty_like(V)
             blocks = _blocks(V.shape[0], self.chunk_size)
-            for j in range(0, V.shape[1], 8):
-                out[:, j:j + 8] = self._structured_matmat(V[:, j:j + 8], blocks)
+            for j in range(0, V.shape[1], _MF_GROUP):
+                out[:, j:j + _MF_GROUP] = self._structured_matmat(V[:, j:j + _MF_GROUP], blocks)
         else:
             out = self._autodiff_matmat(V)
         if self.outputs == "mean" and self.n_outputs != 1:
@@ -917,6 +1020,7 @@ def top_eigenpairs(
     landmarks: Optional[int] = None,
     refine: int = 3,
     oversample: Optional[int] = None,
+    landmark_method: str = "auto",
 ):
     r"""The ``k`` largest eigenpairs of a symmetric (PSD) kernel, by Lanczos, LOBPCG or Nyström.
 
@@ -942,10 +1046,11 @@ def top_eigenpairs(
         ``scipy.sparse.linalg.lobpcg`` on a block of ``k + max(5, k // 5)``
         vectors, block products that run at BLAS speed for a held kernel.
         ``"nystrom"``: a Nyström subspace from one column block of
-        ``landmarks`` columns, refined by up to ``refine`` rounds of subspace
-        iteration with exact block products and certified by each pair's
-        residual (:mod:`neuralspec.nystrom`); for a PSD kernel with a
-        decaying spectrum, far fewer exact products than Lanczos. ``tol``
+        ``landmarks`` columns (k-means landmarks when the operator has its
+        inputs), one Rayleigh–Ritz step with an exact block product, up to
+        ``refine`` refinement rounds, each pair certified by its residual
+        (:mod:`neuralspec.nystrom`); for a PSD kernel with a decaying
+        spectrum, far fewer exact products than Lanczos. ``tol``
         (default ``1e-3``) bounds the relative residuals
         :math:`\|K u - \lambda u\| / \lambda`; ``info["residuals"]`` reports them.
     tol : float, optional
@@ -972,11 +1077,16 @@ def top_eigenpairs(
         Nyström only: landmark columns, ``k < landmarks <= N``; default
         ``min(N, max(1000, 20 k))``.
     refine : int
-        Nyström only: maximum rounds of subspace iteration after the first
-        Rayleigh–Ritz step.
+        Nyström only: maximum refinement rounds after the first
+        Rayleigh–Ritz step (each adds the residual block; ``k + oversample``
+        products).
     oversample : int, optional
-        Nyström only: extra vectors in the refined block beyond ``k``; default
-        ``max(5, k // 2)``. Each costs one exact product per round.
+        Nyström only: extra vectors in the block beyond ``k``; default 0.
+        Each costs one exact product per round.
+    landmark_method : {"auto", "kmeans", "uniform"}
+        Nyström only: k-means centres of the inputs (an operator from
+        :func:`ntk_operator` or :func:`kernel_operator`; ``"auto"`` picks it
+        there) or a uniform sample of the points (any kernel).
 
     Returns
     -------
@@ -990,8 +1100,9 @@ def top_eigenpairs(
     """
     if method not in TOPK_METHODS:
         raise ValueError(f"method must be one of {TOPK_METHODS}; got {method!r}.")
-    if method != "nystrom" and (landmarks is not None or oversample is not None):
-        raise ValueError(f"landmarks and oversample apply to method='nystrom' only; got method={method!r}.")
+    if method != "nystrom" and (landmarks is not None or oversample is not None or landmark_method != "auto"):
+        raise ValueError("landmarks, oversample and landmark_method apply to method='nystrom' only; "
+                         f"got method={method!r}.")
     op, kind = _as_operator(K_or_operator, check)
     n = op.shape[0]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (1 <= k < n):
@@ -1028,7 +1139,7 @@ def top_eigenpairs(
             from .nystrom import nystrom_eigenpairs
 
             evals, evecs, extra = nystrom_eigenpairs(op, k, landmarks=landmarks, refine=refine,
-                                                     oversample=oversample,
+                                                     oversample=oversample, landmark_method=landmark_method,
                                                      tol=1e-3 if tol is None else tol, seed=seed, bar=bar)
             if not extra["converged"]:
                 import warnings

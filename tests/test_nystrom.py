@@ -91,9 +91,9 @@ def test_bad_inputs_name_the_argument(kwargs, match):
 
 def test_landmarks_only_with_nystrom():
     K, _, _ = known_spectrum(n=100)
-    with pytest.raises(ValueError, match="landmarks and oversample apply"):
+    with pytest.raises(ValueError, match="landmarks, oversample and landmark_method apply"):
         ns.top_eigenpairs(K, 3, landmarks=50)
-    with pytest.raises(ValueError, match="landmarks and oversample apply"):
+    with pytest.raises(ValueError, match="landmarks, oversample and landmark_method apply"):
         ns.top_eigenpairs(K, 3, oversample=2)
 
 
@@ -103,3 +103,83 @@ def test_oversample_sets_the_block_size():
     assert info["subspace"] == 4 and info["exact_products"] == 4 * info["refine_rounds"]
     with pytest.raises(ValueError, match="oversample"):
         ns.top_eigenpairs(K, 4, method="nystrom", oversample=-1)
+
+
+# --- landmarks, the operator's columns and its cache (issue 17) ----------------------------
+
+
+def _covering_radius(x, z):
+    """The largest distance from a data point to its nearest landmark."""
+    return float(torch.cdist(x.double(), z.double()).min(1).values.max())
+
+
+def test_kmeans_landmarks_cover_the_data_better_than_a_uniform_sample():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5000, 2, generator=g)
+    z = ns.nystrom.kmeans_landmarks(x, 100, seed=0)
+    assert z.shape == (100, 2) and z.dtype == x.dtype
+    u = x[torch.from_numpy(np.random.default_rng(0).choice(5000, 100, replace=False))]
+    assert _covering_radius(x, z) < 0.7 * _covering_radius(x, u)
+
+
+def test_operator_columns_equal_the_cross_ntk():
+    ns.set_seed(2)
+    model = ns.RFFMLP(2, 3.0, 32, 2, 2).double()
+    x = torch.rand(90, 2, dtype=torch.float64)
+    z = torch.rand(7, 2, dtype=torch.float64)
+    for mode in ["structured", "autodiff"]:
+        op = ns.scale.MatrixFreeNTKOperator(model, x, 32, mode=mode)
+        torch.testing.assert_close(op.columns(z), ns.ntk(model, x, z), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation, rebuilt", [("relu", True), ("tanh", True), ("sigmoid", True),
+                                                 ("gelu", False)])
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_cached_products_rebuild_the_factors_exactly(activation, rebuilt, outputs):
+    """The cache stores neither the first layer's input nor (when the activation allows) the last
+    hidden layer's gradient factor; products from the cache equal the held kernel's."""
+    ns.set_seed(3)
+    model = ns.MLP(3, 48, 3, outputs, activation=activation).double()
+    x = torch.randn(200, 3, dtype=torch.float64)
+    op = ns.ntk_operator(model, x, matrix_free=True, block_size=64)
+    assert bool(op._rebuild) == rebuilt
+    K = ns.ntk(model, x)
+    V = torch.randn(200, 3, dtype=torch.float64)
+    first = op.matmat(V)                      # fills the cache
+    assert op._cached_points() == 200
+    torch.testing.assert_close(op.matmat(V), K @ V, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(first, K @ V, rtol=1e-10, atol=1e-10)
+
+
+def test_kmeans_landmarks_beat_uniform_ones_on_an_ntk_operator():
+    ns.set_seed(0)
+    model = ns.RFFMLP(2, 10.0, 128, 2, 1)
+    x = torch.rand(3000, 2)
+    op = ns.ntk_operator(model, x, matrix_free=True)
+    res = {}
+    for how in ["kmeans", "uniform"]:
+        _, _, info = ns.top_eigenpairs(op, 5, method="nystrom", landmarks=150, landmark_method=how,
+                                       refine=0, return_info=True, progress=False)
+        assert info["landmark_method"] == how and info["exact_products"] == 5
+        res[how] = info["residuals"].max()
+    assert res["kmeans"] < 0.5 * res["uniform"]
+
+
+def test_refinement_rounds_reach_the_tolerance():
+    """Too few landmarks for the tolerance: the residual block refines the pairs to it."""
+    K, lam, U = known_spectrum(n=500, decay=1.0, seed=4)
+    vals, vecs, info = ns.top_eigenpairs(torch.from_numpy(K), 4, method="nystrom", landmarks=20,
+                                         tol=1e-6, refine=40, return_info=True)
+    assert info["refine_rounds"] > 1 and info["converged"]
+    assert info["exact_products"] == 4 * info["refine_rounds"]
+    np.testing.assert_allclose(vals.numpy(), lam[:4], rtol=1e-9)
+
+
+def test_landmark_method_is_checked():
+    K, _, _ = known_spectrum(n=100)
+    with pytest.raises(ValueError, match="landmark_method must be one of"):
+        ns.top_eigenpairs(K, 3, method="nystrom", landmark_method="random")
+    with pytest.raises(ValueError, match="'kmeans' needs the kernel at new points"):
+        ns.top_eigenpairs(K, 3, method="nystrom", landmark_method="kmeans")
+    with pytest.raises(ValueError, match="landmark_method apply to method='nystrom' only"):
+        ns.top_eigenpairs(K, 3, landmark_method="uniform")
