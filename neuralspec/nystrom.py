@@ -10,8 +10,8 @@ block :math:`C = K(X, L)` and the landmark block :math:`W = K(L, L)`:
 
 with :math:`W = U_W S_W U_W^\top` (eigenvalues below round-off dropped). The
 top :math:`q = k + p` eigenvectors of :math:`B B^\top` come from the
-:math:`m \times m` matrix :math:`R^\top (C^\top C) R`, accumulated in float64
-a block of rows at a time, so only :math:`C` itself is held (:math:`N m`
+:math:`m \times m` matrix :math:`R^\top (C^\top C) R`, with :math:`C^\top C`
+summed in float64 over blocks of rows, so only :math:`C` itself is held (:math:`N m`
 numbers), and they span the starting subspace :math:`Q`.
 
 **Landmarks.** When the operator can evaluate the kernel at new points (a
@@ -239,9 +239,15 @@ def nystrom_eigenpairs(op, k: int, *, landmarks: Optional[int] = None, oversampl
     start_products = op.n_products
     # 1. Nystrom subspace: one column block C = K(X, L), its landmark block W = K(L, L)
     C, W = _landmark_kernels(op, landmark_method, m, seed)
-    if not (torch.isfinite(C).all() and torch.isfinite(W).all()):
-        raise ValueError("the kernel columns contain non-finite values.")
     t_columns = time.perf_counter() - t_start
+    # C^T C: float32 GEMMs on blocks of rows (C's precision), summed in float64; a non-finite
+    # entry of C shows up here, without an (N, m) temporary of a full check
+    CtC = torch.zeros(m, m, dtype=torch.float64, device=C.device)
+    blocks = _row_blocks(n, 4096)
+    for a, b in blocks:
+        CtC += (C[a:b].T @ C[a:b]).double()
+    if not (torch.isfinite(CtC).all() and torch.isfinite(W).all()):
+        raise ValueError("the kernel columns contain non-finite values.")
     W = W.double()
     s, Uw = torch.linalg.eigh((W + W.T) / 2)
     s, Uw = s.flip(0), Uw.flip(1)
@@ -252,20 +258,15 @@ def nystrom_eigenpairs(op, k: int, *, landmarks: Optional[int] = None, oversampl
         if q < k:
             raise ValueError(f"the landmark block has numerical rank {q} < k = {k}: raise landmarks.")
     R = Uw[:, keep] / s[keep].sqrt()                      # K ~ (C R)(C R)^T
-    CtC = torch.zeros(m, m, dtype=torch.float64, device=C.device)
-    blocks = _row_blocks(n, max(1, 2**22 // m))
-    for a, b in blocks:                                   # C^T C in float64, a block of rows at a time
-        Cb = C[a:b].double()
-        CtC.addmm_(Cb.T, Cb)
     G = R.T @ CtC @ R
     sig, V = torch.linalg.eigh((G + G.T) / 2)
     sig, V = sig.flip(0), V.flip(1)
-    T = R @ V[:, :q]
-    Q = torch.empty(n, q, dtype=torch.float64, device=C.device)
+    T = (R @ V[:, :q]).to(C.dtype)
+    Q = torch.empty(n, q, dtype=C.dtype, device=C.device)
     for a, b in blocks:
-        Q[a:b] = C[a:b].double() @ T
+        Q[a:b] = C[a:b] @ T
     del C, CtC
-    Q = _orth(Q).to(op.dtype)
+    Q = _orth(Q)
     nystrom_values = sig[:k].cpu().numpy()
     t_subspace = time.perf_counter() - t_start
     # 2. Rayleigh-Ritz with exact products; refinement adds the residual block (LOBPCG without momentum)

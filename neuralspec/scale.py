@@ -73,9 +73,10 @@ _MF_CHUNK_CPU = 4096
 _MF_CHUNK_CUDA = 65536
 # Memory for the cached per-layer factors of the structured matrix-free NTK.
 _MF_CACHE_BYTES = 2 * 2**30
-# Elements of one (points x vectors x width) temporary of a structured block product.
+# Elements of one (points x width) temporary of a structured block product.
 _MF_TEMP_ELEMENTS = 2**23
 # Vectors per sweep of a structured block product.
+_MF_NARROW = 512  # layers with (vectors x output width) up to this: one batched GEMM
 _MF_GROUP = 16
 # Row-block size (bytes of one block) for the block-wise kernel operator.
 _BLOCK_BYTES = 128 * 2**20
@@ -486,30 +487,37 @@ class MatrixFreeNTKOperator(KernelOperator):
         n, b = V.shape
         M: Dict[int, torch.Tensor] = {}
         mb: Dict[int, torch.Tensor] = {}
-        # Temporaries of (points x b x width) are bounded by slicing each chunk.
-        widest = max(d.shape[1] for _, d in self._factors(*blocks[0]).values()) if blocks else 1
+        # One GEMM per vector and layer on a whole chunk (a few MB of output, a long inner
+        # dimension: faster than one batched GEMM over all vectors, measured 135-144 against
+        # 115-129 GFLOP/s); temporaries of (points x width) are bounded by slicing each chunk.
+        widest = max(max(d.shape[1], h.shape[1]) for h, d in self._factors(*blocks[0]).values()) if blocks else 1
+        step = max(64, _MF_TEMP_ELEMENTS // max(1, widest))
 
         def slices(nc):
-            step = max(64, _MF_TEMP_ELEMENTS // max(1, b * widest))
             return [(s, min(nc, s + step)) for s in range(0, nc, step)]
 
-        # pass 1: M_i = sum_points (delta_i * v) h_i^T and m_i = sum_points delta_i v, per vector
+        # pass 1: M_i[j] = sum_points (delta_i v_j) h_i^T and m_i = sum_points delta_i v, per vector j
         for a, c in blocks:
             for i, (h, d) in self._factors(a, c).items():
                 op = self._ops[i]
                 for s, e in slices(c - a):
                     Vc, hs, ds = V[a + s:a + e], h[s:e], d[s:e]
                     if op.w_train:
-                        dv = (ds[:, None, :] * Vc[:, :, None]).reshape(e - s, -1)  # (ns, b*A)
                         if i not in M:
-                            M[i] = torch.zeros(dv.shape[1], hs.shape[1], dtype=V.dtype, device=V.device)
-                        M[i].addmm_(dv.T, hs)  # (b*A, C)
+                            M[i] = torch.zeros(b, ds.shape[1], hs.shape[1], dtype=V.dtype, device=V.device)
+                        if ds.shape[1] * b <= _MF_NARROW:  # a narrow layer (the output): one GEMM
+                            dv = (ds[:, None, :] * Vc[:, :, None]).reshape(e - s, -1)
+                            M[i].view(-1, hs.shape[1]).addmm_(dv.T, hs)
+                        else:
+                            dT = ds.T.contiguous()
+                            for j in range(b):
+                                M[i][j].addmm_(dT, hs * Vc[:, j:j + 1])
                     if op.b_train:
                         if i not in mb:
                             mb[i] = torch.zeros(ds.shape[1], b, dtype=V.dtype, device=V.device)
                         mb[i].addmm_(ds.T, Vc)  # (A, b)
         self._reduce([M[i] for i in sorted(M)] + [mb[i] for i in sorted(mb)])
-        # pass 2: u = sum_i ws^2 <delta_i, M_i h_i> + bs^2 <delta_i, m_i>
+        # pass 2: u_j = sum_i ws^2 <delta_i, M_i[j] h_i> + bs^2 <delta_i, m_i[:, j]>
         out = torch.zeros_like(V)
         for a, c in blocks:
             for i, (h, d) in self._factors(a, c).items():
@@ -517,8 +525,12 @@ class MatrixFreeNTKOperator(KernelOperator):
                 for s, e in slices(c - a):
                     acc, hs, ds = out[a + s:a + e], h[s:e], d[s:e]
                     if op.w_train:
-                        hm = (hs @ M[i].T).reshape(e - s, b, -1)  # (ns, b, A)
-                        acc.add_(torch.einsum("nba,na->nb", hm, ds), alpha=op.ws ** 2)
+                        if ds.shape[1] * b <= _MF_NARROW:
+                            hm = (hs @ M[i].view(-1, hs.shape[1]).T).view(e - s, b, -1)
+                            acc.add_((hm * ds[:, None, :]).sum(-1), alpha=op.ws ** 2)
+                        else:
+                            for j in range(b):
+                                acc[:, j].add_((hs @ M[i][j].T).mul_(ds).sum(1), alpha=op.ws ** 2)
                     if op.b_train:
                         acc.add_(ds @ mb[i], alpha=op.bs ** 2)
         return out
