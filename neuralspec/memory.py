@@ -13,7 +13,12 @@ kernel's dtype):
 - :func:`~neuralspec.analytic.rff_kernel`: 5 (float64)
 
 These are the peaks measured when the guard was specified (issue 17); the guard uses
-them, rounded up, as its estimates (``PEAK_FACTORS``).
+them, rounded up, as its estimates (``PEAK_FACTORS``). The matrix-free path
+(``ntk_operator(..., matrix_free=True)``) holds no :math:`N \times N` matrix: its peak
+is the factor cache (at most ``cache_bytes``, default 2 GiB), a few :math:`N`- and
+:math:`P`-vectors and, for ``top_eigenpairs(method="nystrom")``, the :math:`N \times m`
+column block; measured 2.2 GB for the top 10 at :math:`N = 100\,000` on the benchmark
+network with :math:`m = 1000` (``benchmarks/bench.py``).
 
 Past the memory available (the system's ``MemAvailable``, capped by a cgroup
 limit; on CUDA the device's free memory), these functions raise

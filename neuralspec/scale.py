@@ -333,7 +333,12 @@ class MatrixFreeNTKOperator(KernelOperator):
     mode : {"auto", "structured", "autodiff"}
         ``"auto"``: structured when the model qualifies (and ``x`` is 2-D).
     cache_bytes : int, optional
-        Memory for cached factors (structured mode); default 1 GiB.
+        Memory for cached factors (structured mode); default 2 GiB. Per point the cache
+        stores :attr:`factor_bytes_per_point`: the layers' inputs and gradient factors, except
+        the first layer's input (rebuilt from ``x``) and the gradient factor of a layer
+        followed by a narrow one when its activation's derivative is a function of its value
+        (ReLU, tanh, sigmoid; rebuilt at little cost). On the benchmark network, 12.3 KB
+        instead of 18.4 KB per point: all of :math:`N = 100\,000` fit in 1.23 GB.
     outputs : {"trace", "mean"}
         As in :func:`~neuralspec.ntk.ntk`: the sum over the outputs, or that
         divided by their number.
@@ -409,6 +414,21 @@ class MatrixFreeNTKOperator(KernelOperator):
 
     def _cached_points(self) -> int:
         return sum(b - a for a, b in self._cache)
+
+    @property
+    def factor_bytes_per_point(self) -> int:
+        """Bytes the factor cache stores per point (structured mode; 0 otherwise): each trainable
+        linear layer's input and gradient factor, except the ones rebuilt on use (see
+        :meth:`_factors`). The cache holds ``min(N, cache_bytes // factor_bytes_per_point)`` points."""
+        if self.mode != "structured":
+            return 0
+        size = torch.empty((), dtype=self.dtype).element_size()
+        total = 0
+        for i, op in enumerate(self._ops):
+            if hasattr(op, "module") and op.trainable:
+                total += (op.in_features if i != self._first else 0)
+                total += (self.n_outputs * op.out_features if i not in self._rebuild else 0)
+        return total * size
 
     def _first_input(self, a: int, b: int) -> torch.Tensor:
         """The input of the first trainable linear layer on points ``a:b``, from ``x`` through the
@@ -809,7 +829,7 @@ def ntk_operator(
         or ``"jacobian"`` / ``"ntvp"`` for the generic autodiff passes.
     cache_bytes : int, optional
         Matrix-free, structured: memory for cached layer factors (default
-        1 GiB; ``0`` recomputes them in every pass).
+        2 GiB; ``0`` recomputes them in every pass; see :class:`MatrixFreeNTKOperator`).
     progress : bool, optional
         Progress bar over the strips while the held kernel is built; default
         for ``N >= 20000``.

@@ -183,3 +183,18 @@ def test_landmark_method_is_checked():
         ns.top_eigenpairs(K, 3, method="nystrom", landmark_method="kmeans")
     with pytest.raises(ValueError, match="landmark_method apply to method='nystrom' only"):
         ns.top_eigenpairs(K, 3, landmark_method="uniform")
+
+
+def test_factor_bytes_per_point_is_what_the_cache_stores():
+    ns.set_seed(5)
+    model = ns.RFFMLP(2, 3.0, 40, 2, 1)                     # frozen RFF, two ReLU layers, one output
+    x = torch.rand(100, 2)
+    op = ns.ntk_operator(model, x, matrix_free=True)
+    op.matmat(torch.randn(100, 1))
+    stored = sum(t.shape[1] * t.element_size() for pair in op._store.values() for t in pair if t is not None)
+    assert op.factor_bytes_per_point == stored > 0
+    # every factor would be: the inputs and gradient factors of all trainable layers
+    every = sum(4 * (m.in_features + m.out_features) for m in model.modules()
+                if isinstance(m, torch.nn.Linear) and m.weight.requires_grad)
+    assert stored < 0.8 * every
+    assert ns.ntk_operator(model, x, matrix_free=True, method="jacobian").factor_bytes_per_point == 0
