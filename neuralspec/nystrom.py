@@ -30,9 +30,9 @@ gives
 so every returned pair comes with its residual, computed from the same exact
 product (a certificate, not an estimate). When the top :math:`k` residuals
 exceed ``tol``, a refinement round adds the residual block
-:math:`R = KU - U\Theta` (orthogonalized against :math:`U`), multiplies it
-exactly and repeats Rayleigh–Ritz on :math:`[U, R]` (block LOBPCG without its
-momentum term; Knyazev 2001): :math:`q` products per round, like a step of
+:math:`R = KU - U\Theta` (orthogonalized against :math:`U`),
+multiplies it exactly and repeats Rayleigh–Ritz on :math:`[U, R]` (block LOBPCG without its
+momentum term; Knyazev 2001): at most :math:`q` products per round, like a step of
 subspace iteration, but converging much faster.
 
 **Cost.** For the NTK, the column block costs
@@ -190,8 +190,12 @@ def _landmark_kernels(op, method: str, m: int, seed: int):
             W = ntk(op.model, z, method="auto" if op.mode == "structured" else "jacobian", progress=False,
                     outputs=op.outputs)
         else:
-            C = torch.cat([op.kernel_fn(op.x[a:b], z) for a, b in _row_blocks(n, op.block_size)]).to(op.dtype)
-            W = op.kernel_fn(z, z).to(op.dtype)
+            from .scale import _call_kernel
+
+            m_z = z.shape[0]
+            C = torch.cat([_call_kernel(op.kernel_fn, op.x[a:b], z, (b - a, m_z))
+                           for a, b in _row_blocks(n, op.block_size)]).to(op.dtype)
+            W = _call_kernel(op.kernel_fn, z, z, (m_z, m_z)).to(op.dtype)
         return C, W.to(device=C.device, dtype=C.dtype)
     idx = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n, m, replace=False)))
     C = kernel_columns(op, idx)
@@ -286,12 +290,16 @@ def nystrom_eigenpairs(op, k: int, *, landmarks: Optional[int] = None, oversampl
         res = (Rres.norm(dim=0) / theta.abs().clamp_min(1e-300)).cpu().numpy()
         if res[:k].max() <= tol or rounds > refine:
             break
-        # new directions: the residuals, orthogonal to U
+        # new directions: the residuals, orthogonal to U (projected twice: classical
+        # Gram-Schmidt needs two passes), without the numerically zero ones
         Wn = Rres - U @ (U.T @ Rres)
+        norms = Wn.norm(dim=0)
+        Wn = Wn[:, norms > 1e-12 * norms.max().clamp_min(1e-300)]
+        Wn = Wn / Wn.norm(dim=0)
         Wn = _orth(Wn - U @ (U.T @ Wn)).to(op.dtype)
         KW = op.matmat(Wn)
         if bar is not None:
-            bar.update(q)
+            bar.update(Wn.shape[1])
         rounds += 1
         S = torch.cat([U.to(op.dtype), Wn], dim=1)
         KS = torch.cat([KU.to(op.dtype), KW], dim=1)

@@ -171,7 +171,7 @@ def test_refinement_rounds_reach_the_tolerance():
     vals, vecs, info = ns.top_eigenpairs(torch.from_numpy(K), 4, method="nystrom", landmarks=20,
                                          tol=1e-6, refine=40, return_info=True)
     assert info["refine_rounds"] > 1 and info["converged"]
-    assert info["exact_products"] == 4 * info["refine_rounds"]
+    assert info["exact_products"] == 4 * info["refine_rounds"]  # 4 vectors, then 4 residuals per round
     np.testing.assert_allclose(vals.numpy(), lam[:4], rtol=1e-9)
 
 
@@ -198,3 +198,19 @@ def test_factor_bytes_per_point_is_what_the_cache_stores():
                 if isinstance(m, torch.nn.Linear) and m.weight.requires_grad)
     assert stored < 0.8 * every
     assert ns.ntk_operator(model, x, matrix_free=True, method="jacobian").factor_bytes_per_point == 0
+
+
+def test_kmeans_landmarks_with_a_kernel_function():
+    """A kernel recomputed from its function (kernel_operator(cache=False)) takes k-means landmarks too."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.rand(800, 2, generator=g, dtype=torch.float64)
+
+    def rbf(a, b):
+        return torch.exp(-torch.cdist(a, b) ** 2 / 0.1)
+
+    op = ns.kernel_operator(rbf, x, cache=False)
+    vals, vecs, info = ns.top_eigenpairs(op, 6, method="nystrom", landmarks=60, tol=1e-8, refine=30,
+                                         return_info=True)
+    assert info["landmark_method"] == "kmeans" and info["converged"]
+    ref = torch.linalg.eigvalsh(rbf(x, x)).flip(0)[:6]
+    torch.testing.assert_close(vals, ref, rtol=1e-7, atol=0)
