@@ -268,7 +268,7 @@ def _structured_ops(model: nn.Module):
 
 
 def _rebuildable_deltas(ops, n_outputs: int, max_width: int = 16) -> Dict[int, Tuple[int, object]]:
-    """Trainable linear ops ``i`` whose gradient factor the matrix-free NTK rebuilds instead of storing.
+    r"""Trainable linear ops ``i`` whose gradient factor the matrix-free NTK rebuilds instead of storing.
 
     ``i`` qualifies when the next ops are one activation whose derivative is a function of its
     output (``ActivationRule.derivative_from_output``) and a trainable linear op ``j`` with
@@ -441,7 +441,7 @@ class MatrixFreeNTKOperator(KernelOperator):
         return h if pre == 1.0 else pre * h
 
     def _factors(self, a: int, b: int) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
-        """Per trainable linear layer ``i``: ``(h_i, delta_i)`` on points ``a:b``, cached within budget.
+        r"""Per trainable linear layer ``i``: ``(h_i, delta_i)`` on points ``a:b``, cached within budget.
 
         The cache is one preallocated ``(n_cache, width)`` tensor per stored factor, filled
         chunk by chunk: cached chunks are views into it, so the cache neither fragments the
