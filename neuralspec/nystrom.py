@@ -48,6 +48,7 @@ default is ``p = 0``.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Dict, Optional, Tuple
@@ -269,11 +270,28 @@ def nystrom_eigenpairs(op, k: int, *, landmarks: Optional[int] = None, oversampl
     Q = torch.empty(n, q, dtype=C.dtype, device=C.device)
     for a, b in blocks:
         Q[a:b] = C[a:b] @ T
+    freed = C.numel() * C.element_size()
     del C, CtC
     Q = _orth(Q)
     nystrom_values = sig[:k].cpu().numpy()
     t_subspace = time.perf_counter() - t_start
-    # 2. Rayleigh-Ritz with exact products; refinement adds the residual block (LOBPCG without momentum)
+    # 2. Rayleigh-Ritz with exact products; refinement adds the residual block (LOBPCG without momentum).
+    # The memory of the column block, now free, caches more factors meanwhile (same peak).
+    from .scale import MatrixFreeNTKOperator
+
+    with (op.extra_cache(freed) if isinstance(op, MatrixFreeNTKOperator) and op.mode == "structured"
+          else contextlib.nullcontext()):
+        theta, U, res, rounds = _rayleigh_ritz(op, Q, k, q, refine, tol, bar)
+    info = {"landmarks": m, "landmark_method": landmark_method, "subspace": q, "column_blocks": 1,
+            "refine_rounds": rounds, "exact_products": op.n_products - start_products, "residuals": res[:k],
+            "nystrom_eigenvalues": nystrom_values, "converged": bool(res[:k].max() <= tol),
+            "seconds_columns": t_columns, "seconds_subspace": t_subspace,
+            "seconds_products": time.perf_counter() - t_start - t_subspace}
+    return theta[:k].cpu().numpy(), U[:, :k].cpu().numpy(), info
+
+
+def _rayleigh_ritz(op, Q: torch.Tensor, k: int, q: int, refine: int, tol: float, bar):
+    """Rayleigh-Ritz on span(Q) with one exact block product, then refinement rounds (module docstring)."""
     S, KS = Q, op.matmat(Q)                               # exact block product (q products)
     if bar is not None:
         bar.update(q)
@@ -303,9 +321,4 @@ def nystrom_eigenpairs(op, k: int, *, landmarks: Optional[int] = None, oversampl
         rounds += 1
         S = torch.cat([U.to(op.dtype), Wn], dim=1)
         KS = torch.cat([KU.to(op.dtype), KW], dim=1)
-    info = {"landmarks": m, "landmark_method": landmark_method, "subspace": q, "column_blocks": 1,
-            "refine_rounds": rounds, "exact_products": op.n_products - start_products, "residuals": res[:k],
-            "nystrom_eigenvalues": nystrom_values, "converged": bool(res[:k].max() <= tol),
-            "seconds_columns": t_columns, "seconds_subspace": t_subspace,
-            "seconds_products": time.perf_counter() - t_start - t_subspace}
-    return theta[:k].cpu().numpy(), U[:, :k].cpu().numpy(), info
+    return theta, U, res, rounds

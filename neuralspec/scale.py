@@ -41,6 +41,7 @@ descending order.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -378,6 +379,7 @@ class MatrixFreeNTKOperator(KernelOperator):
         self._cache: Dict[Tuple[int, int], Dict[int, Tuple[torch.Tensor, torch.Tensor]]] = {}
         self._cached_bytes = 0
         self._store: Optional[Dict[int, Tuple[torch.Tensor, torch.Tensor]]] = None
+        self._extra_budget, self._extra_bytes = 0, 0
         self._n_cache = 0
         self._ops = None
         # Sums over points of pass 1 go through this hook: the identity here, one
@@ -484,7 +486,30 @@ class MatrixFreeNTKOperator(KernelOperator):
                     self._cached_bytes += d.numel() * d.element_size()
                 cached[i] = (H[a:b] if H is not None else None, D[a:b] if D is not None else None)
             self._cache[key] = cached
+        elif (b - a) * self.factor_bytes_per_point <= self._extra_budget - self._extra_bytes:
+            # a temporary extension of the cache (see extra_cache): its own tensors per chunk
+            first, rebuild = self._first, self._rebuild
+            cached = {i: (h.clone() if i != first else None, d.clone() if i not in rebuild else None)
+                      for i, (h, d) in feats.items()}
+            self._cache[key] = cached
+            self._extra_bytes += (b - a) * self.factor_bytes_per_point
         return feats
+
+    @contextlib.contextmanager
+    def extra_cache(self, nbytes: int):
+        """Within the block, cache the factors of up to ``nbytes`` more bytes of points (structured mode).
+
+        For memory that is free for a while, e.g. after :func:`~neuralspec.nystrom.nystrom_eigenpairs`
+        releases its column block: later products then recompute fewer points. The extension is
+        dropped on exit, so the operator's footprint returns to ``cache_bytes``.
+        """
+        self._extra_budget = max(0, int(nbytes))
+        try:
+            yield self
+        finally:
+            for key in [k for k in self._cache if k[1] > self._n_cache]:
+                del self._cache[key]
+            self._extra_budget, self._extra_bytes = 0, 0
 
     def _complete(self, a: int, b: int, cached) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
         """The factors of a cached chunk, with the ones not stored rebuilt (see :meth:`_factors`)."""

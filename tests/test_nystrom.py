@@ -214,3 +214,21 @@ def test_kmeans_landmarks_with_a_kernel_function():
     assert info["landmark_method"] == "kmeans" and info["converged"]
     ref = torch.linalg.eigvalsh(rbf(x, x)).flip(0)[:6]
     torch.testing.assert_close(vals, ref, rtol=1e-7, atol=0)
+
+
+def test_extra_cache_holds_more_points_for_a_while():
+    ns.set_seed(7)
+    model = ns.MLP(3, 48, 2, 1, activation="relu").double()
+    x = torch.randn(300, 3, dtype=torch.float64)
+    per_point = ns.ntk_operator(model, x[:4], matrix_free=True).factor_bytes_per_point
+    op = ns.ntk_operator(model, x, matrix_free=True, block_size=64, cache_bytes=64 * per_point)
+    V = torch.randn(300, 2, dtype=torch.float64)
+    K = ns.ntk(model, x)
+    op.matmat(V)
+    assert op._cached_points() == 64                      # the budget: one chunk
+    with op.extra_cache(10**9):
+        op.matmat(V)
+        assert op._cached_points() == 300
+        torch.testing.assert_close(op.matmat(V), K @ V, rtol=1e-10, atol=1e-10)   # from the extension
+    assert op._cached_points() == 64 and op._extra_bytes == 0
+    torch.testing.assert_close(op.matmat(V), K @ V, rtol=1e-10, atol=1e-10)
