@@ -289,7 +289,7 @@ def _safe_div(num: np.ndarray, den: np.ndarray, fill: float) -> np.ndarray:
 def _moments_over_line(p0, q0, a, c, s: float) -> Tuple[np.ndarray, np.ndarray]:
     r"""Average over :math:`b, t \sim U(-s, s)` of the ReLU moments of :math:`(p_0 + t a + b, q_0 + t c + b)`.
 
-    The bias average (:func:`_moments_over_bias`) is a cubic polynomial in
+    The bias average (``_moments_over_bias``) is a cubic polynomial in
     ``t`` between the break points where :math:`p = q`, :math:`p = \pm s`
     or :math:`q = \pm s`; two-point Gauss-Legendre on each piece is exact.
     """

@@ -285,7 +285,7 @@ def _dedup_apply(fn: KernelFn, s11, s12, s22, batch: int) -> Tuple[torch.Tensor,
     Triples are compared after rounding to 1e-12 of the largest variance (on a
     circle grid most pairs repeat), far below the quadrature error. Large groups
     of triples sharing both variances (points of equal norm, such as a sphere) are
-    interpolated in the angle and checked (:func:`_cheb_group`).
+    interpolated in the angle and checked (``_cheb_group``).
     """
     shape = torch.broadcast_shapes(s11.shape, s12.shape, s22.shape)
     trip = torch.stack([s11.expand(shape), s12.expand(shape), s22.expand(shape)], -1).reshape(-1, 3)

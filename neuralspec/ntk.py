@@ -326,7 +326,7 @@ def _structured_features(ops: List[object], x: torch.Tensor):
 
 
 def _features_blocked(ops: List[object], x: torch.Tensor, c: int):
-    """:func:`_structured_features` on blocks of ``c`` rows (bounded activation memory), concatenated."""
+    """``_structured_features`` on blocks of ``c`` rows (bounded activation memory), concatenated."""
     with torch.no_grad():
         parts = [_structured_features(ops, x[a:b]) for a, b in _blocks(x.shape[0], c)]
     if len(parts) == 1:

@@ -421,7 +421,7 @@ class MatrixFreeNTKOperator(KernelOperator):
     def factor_bytes_per_point(self) -> int:
         """Bytes the factor cache stores per point (structured mode; 0 otherwise): each trainable
         linear layer's input and gradient factor, except the ones rebuilt on use (see
-        :meth:`_factors`). The cache holds ``min(N, cache_bytes // factor_bytes_per_point)`` points."""
+        ``_factors``). The cache holds ``min(N, cache_bytes // factor_bytes_per_point)`` points."""
         if self.mode != "structured":
             return 0
         size = torch.empty((), dtype=self.dtype).element_size()
@@ -449,9 +449,9 @@ class MatrixFreeNTKOperator(KernelOperator):
         chunk by chunk: cached chunks are views into it, so the cache neither fragments the
         heap nor outgrows ``cache_bytes``. Two factors are rebuilt on each use instead of
         stored: the first layer's input, from ``x`` through the frozen layers before it
-        (:meth:`_first_input`), and the gradient factor of a layer followed by an activation
+        (``_first_input``), and the gradient factor of a layer followed by an activation
         whose derivative is a function of its value and by a narrow layer
-        (:func:`_rebuildable_deltas`; e.g. the last hidden layer of a ReLU net), from that
+        (``_rebuildable_deltas``; e.g. the last hidden layer of a ReLU net), from that
         layer's factors at :math:`2\,O\,\text{out}\,\text{in}` flops per point.
         """
         key = (a, b)
@@ -512,7 +512,7 @@ class MatrixFreeNTKOperator(KernelOperator):
             self._extra_budget, self._extra_bytes = 0, 0
 
     def _complete(self, a: int, b: int, cached) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
-        """The factors of a cached chunk, with the ones not stored rebuilt (see :meth:`_factors`)."""
+        """The factors of a cached chunk, with the ones not stored rebuilt (see ``_factors``)."""
         out = dict(cached)
         first = self._first
         out[first] = (self._first_input(a, b), cached[first][1])
