@@ -805,9 +805,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     for solver in ("nystrom", "lanczos"):
         if ("large_mf", args.huge_n, solver) in summary:
             r = summary[("large_mf", args.huge_n, solver)]
+            # the targets: 60 s and 2.5 GB at N = 100,000; 10 min and 8 GB at 1,000,000
+            t_max, gb_max = (60, 2.5) if args.huge_n <= 100_000 else (600, 8.0)
+            res = (f"max residual {r['residual']:.1e}" if np.isfinite(r.get("residual", float("nan")))
+                   else "independent residual check skipped (--no-residuals)")
+            cert = r.get("residuals_certified")
+            if cert:
+                res += f", max certified residual / lambda_i {max(cert):.1e}"
             emit(f"- N={args.huge_n}, top {args.huge_k}, matrix-free, {solver}: {r['seconds']:.0f} s "
-                 f"(target <= 60 s), peak {peak_of(r) * 2**20 / 1e9:.2f} GB (target <= 2.5 GB), "
-                 f"max residual {r.get('residual', float('nan')):.1e} (target <= 1e-3)")
+                 f"(target <= {t_max} s), peak {peak_of(r) * 2**20 / 1e9:.2f} GB (target <= {gb_max} GB), "
+                 f"{res} (target <= 1e-3)")
     a, b = summary.get(("large_mf", args.huge_n, "nystrom")), summary.get(("large_mf", args.huge_n, "lanczos"))
     if a and b:
         va, vb = np.asarray(a["values"]), np.asarray(b["values"])

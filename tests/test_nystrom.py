@@ -230,5 +230,14 @@ def test_extra_cache_holds_more_points_for_a_while():
         op.matmat(V)
         assert op._cached_points() == 300
         torch.testing.assert_close(op.matmat(V), K @ V, rtol=1e-10, atol=1e-10)   # from the extension
-    assert op._cached_points() == 64 and op._extra_bytes == 0
+    assert op._cached_points() == 64 and op._extra_bytes == 0 and op._extra_store is None
     torch.testing.assert_close(op.matmat(V), K @ V, rtol=1e-10, atol=1e-10)
+    # a budget of 100 points: whole chunks only (64), held in one preallocated tensor per factor
+    with op.extra_cache(100 * per_point):
+        op.matmat(V)
+        assert op._cached_points() == 128
+        views = [t for f in op._cache[(64, 128)].values() for t in f if t is not None]
+        stores = [t for f in op._extra_store.values() for t in f if t is not None]
+        assert views and all(any(v.data_ptr() == s_.data_ptr() for s_ in stores) for v in views)
+        torch.testing.assert_close(op.matmat(V), K @ V, rtol=1e-10, atol=1e-10)
+    assert op._cached_points() == 64
