@@ -276,7 +276,8 @@ def nystrom_eigenpairs(op, k: int, *, landmarks: Optional[int] = None, oversampl
     nystrom_values = sig[:k].cpu().numpy()
     t_subspace = time.perf_counter() - t_start
     # 2. Rayleigh-Ritz with exact products; refinement adds the residual block (LOBPCG without momentum).
-    # The memory of the column block, now free, caches more factors meanwhile (same peak).
+    # The memory of the column block, now free, caches more factors meanwhile (at 10^6 points:
+    # 546 s against 629 s, peak 7.3 GB against 6.5 GB, the products' temporaries on top).
     from .scale import MatrixFreeNTKOperator
 
     with (op.extra_cache(freed) if isinstance(op, MatrixFreeNTKOperator) and op.mode == "structured"
