@@ -144,6 +144,28 @@ def test_kernel_regression_matches_solve(ridge):
     np.testing.assert_allclose(one, expected[:, 0], rtol=0, atol=1e-10 * np.abs(expected).max())
 
 
+def test_kernel_regression_small_solves_run_on_one_blas_thread(monkeypatch):
+    """Small systems are solved with numpy's/scipy's BLAS limited to one thread, and the
+    thread counts are restored afterwards; large ones keep the process's setting."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import neuralspec.learning as learning
+
+    seen = []
+    inner = learning._solve_and_predict
+    monkeypatch.setattr(learning, "_solve_and_predict", lambda *a: (
+        seen.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")), inner(*a))[1])
+    rng = np.random.default_rng(0)
+    K, Ks = _kernel(rng, 40, 5)
+    with threadpool_limits(2, user_api="blas"):
+        before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        kernel_regression(K, rng.standard_normal(40), Ks)
+        monkeypatch.setattr(learning, "_ONE_THREAD_BELOW", 10)      # 40 points count as large now
+        kernel_regression(K, rng.standard_normal(40), Ks)
+        after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert seen == [1, max(before)] and after == before
+
+
 def test_kernel_regression_interpolates_and_handles_singular():
     rng = np.random.default_rng(2)
     K, _ = _kernel(rng, 30, 0)
