@@ -41,7 +41,6 @@ descending order.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -379,9 +378,6 @@ class MatrixFreeNTKOperator(KernelOperator):
         self._cache: Dict[Tuple[int, int], Dict[int, Tuple[torch.Tensor, torch.Tensor]]] = {}
         self._cached_bytes = 0
         self._store: Optional[Dict[int, Tuple[torch.Tensor, torch.Tensor]]] = None
-        self._extra_budget, self._extra_bytes = 0, 0
-        self._extra_store: Optional[Dict[int, Tuple[torch.Tensor, torch.Tensor]]] = None
-        self._n_extra = 0
         self._n_cache = 0
         self._ops = None
         # Sums over points of pass 1 go through this hook: the identity here, one
@@ -488,50 +484,7 @@ class MatrixFreeNTKOperator(KernelOperator):
                     self._cached_bytes += d.numel() * d.element_size()
                 cached[i] = (H[a:b] if H is not None else None, D[a:b] if D is not None else None)
             self._cache[key] = cached
-        elif self._extra_budget > 0 and a >= self._n_cache:
-            # the temporary extension of the cache (see extra_cache): like the cache, one
-            # preallocated tensor per stored factor, so chunks that come and go between
-            # its fills cannot fragment the heap and push the peak above the budget
-            if self._extra_store is None:
-                n_extra = min(self.shape[0] - self._n_cache, self._extra_budget // max(1, self.factor_bytes_per_point))
-                if n_extra < self.shape[0] - self._n_cache:
-                    n_extra -= n_extra % self.chunk_size
-                self._extra_store = {i: (torch.empty(n_extra, h.shape[1], dtype=h.dtype, device=h.device)
-                                         if i != first else None,
-                                         torch.empty(n_extra, d.shape[1], dtype=d.dtype, device=d.device)
-                                         if i not in rebuild else None)
-                                     for i, (h, d) in feats.items()}
-                self._n_extra = n_extra
-            if b - self._n_cache <= self._n_extra:
-                lo, hi = a - self._n_cache, b - self._n_cache
-                cached = {}
-                for i, (h, d) in feats.items():
-                    H, D = self._extra_store[i]
-                    if H is not None:
-                        H[lo:hi].copy_(h)
-                    if D is not None:
-                        D[lo:hi].copy_(d)
-                    cached[i] = (H[lo:hi] if H is not None else None, D[lo:hi] if D is not None else None)
-                self._cache[key] = cached
-                self._extra_bytes += (b - a) * self.factor_bytes_per_point
         return feats
-
-    @contextlib.contextmanager
-    def extra_cache(self, nbytes: int):
-        """Within the block, cache the factors of up to ``nbytes`` more bytes of points (structured mode).
-
-        For memory that is free for a while, e.g. after :func:`~neuralspec.nystrom.nystrom_eigenpairs`
-        releases its column block: later products then recompute fewer points. The extension is
-        dropped on exit, so the operator's footprint returns to ``cache_bytes``.
-        """
-        self._extra_budget = max(0, int(nbytes))
-        try:
-            yield self
-        finally:
-            for key in [k for k in self._cache if k[1] > self._n_cache]:
-                del self._cache[key]
-            self._extra_budget, self._extra_bytes = 0, 0
-            self._extra_store, self._n_extra = None, 0
 
     def _complete(self, a: int, b: int, cached) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
         """The factors of a cached chunk, with the ones not stored rebuilt (see ``_factors``)."""
@@ -631,7 +584,6 @@ class MatrixFreeNTKOperator(KernelOperator):
         sub.__dict__.update(self.__dict__)
         sub.x, sub.shape, sub._cache, sub._cached_bytes = self.x[:k], (k, k), {}, 0
         sub._store, sub._n_cache = None, 0
-        sub._extra_store, sub._n_extra, sub._extra_budget, sub._extra_bytes = None, 0, 0, 0
         g = torch.Generator().manual_seed(0)
         v = torch.randn(k, 2, generator=g, dtype=torch.float64).to(self.dtype).to(self.device)
         blocks = _blocks(k, k)

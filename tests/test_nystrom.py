@@ -214,30 +214,3 @@ def test_kmeans_landmarks_with_a_kernel_function():
     assert info["landmark_method"] == "kmeans" and info["converged"]
     ref = torch.linalg.eigvalsh(rbf(x, x)).flip(0)[:6]
     torch.testing.assert_close(vals, ref, rtol=1e-7, atol=0)
-
-
-def test_extra_cache_holds_more_points_for_a_while():
-    ns.set_seed(7)
-    model = ns.MLP(3, 48, 2, 1, activation="relu").double()
-    x = torch.randn(300, 3, dtype=torch.float64)
-    per_point = ns.ntk_operator(model, x[:4], matrix_free=True).factor_bytes_per_point
-    op = ns.ntk_operator(model, x, matrix_free=True, block_size=64, cache_bytes=64 * per_point)
-    V = torch.randn(300, 2, dtype=torch.float64)
-    K = ns.ntk(model, x)
-    op.matmat(V)
-    assert op._cached_points() == 64                      # the budget: one chunk
-    with op.extra_cache(10**9):
-        op.matmat(V)
-        assert op._cached_points() == 300
-        torch.testing.assert_close(op.matmat(V), K @ V, rtol=1e-10, atol=1e-10)   # from the extension
-    assert op._cached_points() == 64 and op._extra_bytes == 0 and op._extra_store is None
-    torch.testing.assert_close(op.matmat(V), K @ V, rtol=1e-10, atol=1e-10)
-    # a budget of 100 points: whole chunks only (64), held in one preallocated tensor per factor
-    with op.extra_cache(100 * per_point):
-        op.matmat(V)
-        assert op._cached_points() == 128
-        views = [t for f in op._cache[(64, 128)].values() for t in f if t is not None]
-        stores = [t for f in op._extra_store.values() for t in f if t is not None]
-        assert views and all(any(v.data_ptr() == s_.data_ptr() for s_ in stores) for v in views)
-        torch.testing.assert_close(op.matmat(V), K @ V, rtol=1e-10, atol=1e-10)
-    assert op._cached_points() == 64
