@@ -74,10 +74,11 @@ def _finite(a: np.ndarray, name: str) -> None:
 # ----------------------------------------------------------------------------
 
 # Below this many training points a solve runs on one BLAS thread: waking a second one
-# costs more than it saves on matrices this small, and next to torch's spinning OpenMP
-# threads on a 2-core machine much more (chapter 7's learning-curve simulations: 40 s on
-# two BLAS threads, 23 s on one, the same printed numbers). Measured alone: p = 1024 one
-# thread 35 ms against 52 ms, p = 2048 even, p = 4096 two threads 20% faster.
+# costs more than it saves on matrices this small. Measured alone on 2 cores: p = 128
+# one thread 0.31 ms against 0.38, p = 1024 35 ms against 52, p = 2048 even, p = 4096 two
+# threads 20% faster. Inside chapter 7's learning-curve simulations, thousands of small
+# solves between torch ops, the gap was far larger (40 s on two BLAS threads, 23 s on
+# one, the same printed numbers), most likely torch's OpenMP threads still spinning.
 _ONE_THREAD_BELOW = 1536
 _blas = None
 
