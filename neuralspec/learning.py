@@ -118,7 +118,9 @@ def kernel_regression(
     LAPACK's ``pocon``), otherwise by an SVD-based least-squares solve
     (``scipy.linalg.lstsq``, ``gelsd``), which returns the minimum-norm
     interpolant of a singular :math:`K` (repeated points, a finite-rank
-    kernel) instead of amplifying round-off.
+    kernel) instead of amplifying round-off. Systems of fewer than 1536 points
+    run with NumPy's and SciPy's BLAS on one thread (``threadpoolctl``): at
+    those sizes a second thread costs more than it saves.
 
     Parameters
     ----------
