@@ -460,10 +460,8 @@ class MatrixFreeNTKOperator(KernelOperator):
         with torch.no_grad():
             feats, _ = _structured_features(self._ops, self.x[a:b])
         first, rebuild = self._first, self._rebuild
-        if self._store is None:  # first chunk: size the cache from the stored factors' widths
-            per_point = sum(((h.shape[1] if i != first else 0) + (d.shape[1] if i not in rebuild else 0))
-                            * h.element_size() for i, (h, d) in feats.items())
-            n_cache = min(self.shape[0], self.cache_bytes // max(1, per_point))
+        if self._store is None:  # first chunk: size the cache
+            n_cache = min(self.shape[0], self.cache_bytes // max(1, self.factor_bytes_per_point))
             if n_cache < self.shape[0]:  # whole chunks only (chunks start at multiples of chunk_size)
                 n_cache -= n_cache % self.chunk_size
             self._store = {i: (torch.empty(n_cache, h.shape[1], dtype=h.dtype, device=h.device)
